@@ -1,0 +1,1 @@
+//! Real PostgreSQL and Redis servers started by the tests (see scripts/install-test-deps.sh).
