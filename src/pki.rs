@@ -62,7 +62,9 @@ impl Ca {
     /// A new CA with the given common name.
     pub fn with_name(common_name: &str) -> Result<Self, PkiError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -91,12 +93,24 @@ impl Ca {
 
     /// A server certificate for `names` (DNS SANs; the first is also the CN).
     pub fn server(&self, names: &[&str]) -> Result<Leaf, PkiError> {
-        self.leaf(names, names.first().copied().unwrap_or("server"), ExtendedKeyUsagePurpose::ServerAuth, -1, 825)
+        self.leaf(
+            names,
+            names.first().copied().unwrap_or("server"),
+            ExtendedKeyUsagePurpose::ServerAuth,
+            -1,
+            825,
+        )
     }
 
     /// A client certificate with `CN=common_name` and the `clientAuth` usage.
     pub fn client(&self, common_name: &str) -> Result<Leaf, PkiError> {
-        self.leaf(&[], common_name, ExtendedKeyUsagePurpose::ClientAuth, -1, 825)
+        self.leaf(
+            &[],
+            common_name,
+            ExtendedKeyUsagePurpose::ClientAuth,
+            -1,
+            825,
+        )
     }
 
     /// A leaf with full control over its validity window, in days from now.
@@ -110,7 +124,9 @@ impl Ca {
     ) -> Result<Leaf, PkiError> {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![usage];
@@ -159,10 +175,12 @@ pub fn server_config(
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             roots.add(ca.cert_der().clone())?;
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| rustls::Error::General(e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -200,7 +218,10 @@ fn set_validity(params: &mut CertificateParams, not_before_days: i64, not_after_
 }
 
 fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io { path: path.to_path_buf(), source };
+    let io = |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     std::fs::write(path, text).map_err(io)?;
     #[cfg(unix)]
     {
