@@ -536,13 +536,17 @@ impl Reader<'_> {
         if let Some(n) = f.take("tcpKeepalive") {
             let kpath = f.child("tcpKeepalive");
             if let Some(mut k) = self.fields(n, &kpath) {
-                let mut keepalive = TcpKeepalive::default();
-                keepalive.idle_time = k
+                let idle_time = k
                     .take("idleTime")
                     .and_then(|n| self.duration(n, &k.child("idleTime")));
-                keepalive.interval = k
+                let interval = k
                     .take("interval")
                     .and_then(|n| self.duration(n, &k.child("interval")));
+                let mut keepalive = TcpKeepalive {
+                    idle_time,
+                    interval,
+                    probes: None,
+                };
                 if let Some(n) = k.take("probes") {
                     let field = k.child("probes");
                     match &n.value {

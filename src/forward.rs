@@ -1,0 +1,164 @@
+//! Two-way forwarding between client and backend once the route is chosen.
+//!
+//! Each direction runs on its own: EOF on one side shuts down writing on the
+//! other (half-close), and the connection is done when both directions are.
+//! Traffic either way resets one shared idle deadline. Byte counters are
+//! updated as data moves so long-lived connections show progress.
+
+use std::io;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Default idle timeout (Envoy `tcp_proxy` `idle_timeout`: 1 h).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Per-direction buffer, allocated when the first byte arrives.
+const BUF_SIZE: usize = 64 * 1024;
+
+/// Bytes moved so far, readable while the connection runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Client → backend.
+    pub upstream: AtomicU64,
+    /// Backend → client.
+    pub downstream: AtomicU64,
+}
+
+/// Bytes moved in each direction.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Client → backend, including the replayed ClientHello.
+    pub upstream: u64,
+    /// Backend → client.
+    pub downstream: u64,
+}
+
+/// How forwarding ended.
+#[derive(Debug)]
+pub enum End {
+    /// Both sides finished sending.
+    Closed,
+    /// No byte moved either way for the idle timeout.
+    IdleTimeout(Duration),
+    /// Reading from or writing to the client failed (e.g. reset).
+    ClientError(io::Error),
+    /// Reading from or writing to the backend failed.
+    BackendError(io::Error),
+}
+
+/// Which socket failed.
+#[derive(Clone, Copy)]
+enum Side {
+    Client,
+    Backend,
+}
+
+/// Forward until both directions are done, an error, or the idle timeout.
+pub async fn forward(
+    client: &TcpStream,
+    backend: &TcpStream,
+    idle: Duration,
+    counters: &Counters,
+) -> End {
+    let start = Instant::now();
+    // Milliseconds since `start` of the last byte moved, shared by both directions.
+    let last = AtomicU64::new(0);
+    let up = pipe(
+        client,
+        backend,
+        Side::Client,
+        Side::Backend,
+        &counters.upstream,
+        &last,
+        start,
+    );
+    let down = pipe(
+        backend,
+        client,
+        Side::Backend,
+        Side::Client,
+        &counters.downstream,
+        &last,
+        start,
+    );
+    let both = async {
+        let (a, b) = tokio::join!(up, down);
+        a.and(b)
+    };
+    let idle_watch = async {
+        loop {
+            let deadline = start + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
+            tokio::time::sleep_until(deadline).await;
+            let since = start
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+            if since >= idle {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        result = both => match result {
+            Ok(()) => End::Closed,
+            Err((Side::Client, e)) => End::ClientError(e),
+            Err((Side::Backend, e)) => End::BackendError(e),
+        },
+        () = idle_watch => End::IdleTimeout(idle),
+    }
+}
+
+/// Copy `from` → `to` until EOF, then shut down writing on `to`.
+async fn pipe(
+    from: &TcpStream,
+    to: &TcpStream,
+    from_side: Side,
+    to_side: Side,
+    count: &AtomicU64,
+    last: &AtomicU64,
+    start: Instant,
+) -> Result<(), (Side, io::Error)> {
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        from.readable().await.map_err(|e| (from_side, e))?;
+        if buf.is_empty() {
+            buf = vec![0; BUF_SIZE];
+        }
+        let n = match from.try_read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err((from_side, e)),
+        };
+        if n == 0 {
+            return match socket2::SockRef::from(to).shutdown(Shutdown::Write) {
+                Ok(()) => Ok(()),
+                // The peer is already gone; nothing left to tell it.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+                Err(e) => Err((to_side, e)),
+            };
+        }
+        let mut written = 0;
+        while written < n {
+            to.writable().await.map_err(|e| (to_side, e))?;
+            match to.try_write(&buf[written..n]) {
+                Ok(m) => written += m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err((to_side, e)),
+            }
+        }
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Counters {
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            upstream: self.upstream.load(Ordering::Relaxed),
+            downstream: self.downstream.load(Ordering::Relaxed),
+        }
+    }
+}

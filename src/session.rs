@@ -1,0 +1,385 @@
+//! One connection, start to end:
+//!
+//! ```text
+//! sniff ─▶ Sniffed ─▶ lookup(port, SNI) ─▶ Target ─▶ upstream::connect
+//!       ─▶ [SSLRequest path: send SSLRequest, require exactly 'S']
+//!       ─▶ write the buffered hello ─▶ forward ─▶ Outcome
+//! ```
+//!
+//! Only this module decides what a refused client hears: every refusal is a
+//! `Reject`, which maps to a metric/log reason and to a reply on the wire.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::forward::{self, Counters, End};
+use crate::routes::{RouteTable, Target};
+use crate::sniff::{self, postgres, Alert, HelloError, Negotiation, SniffError, Sniffed};
+use crate::upstream::{self, ConnectError};
+
+/// Default ClientHello timeout (Envoy `listener_filters_timeout`: 15 s).
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a refused client gets to read the reply before the socket closes.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Per-connection limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time to receive the complete ClientHello (and PostgreSQL negotiation).
+    pub hello_timeout: Duration,
+    /// Largest ClientHello accepted, record headers included.
+    pub max_hello: usize,
+    /// Backend connect timeout, per address tried.
+    pub connect_timeout: Duration,
+    /// Idle timeout once forwarding.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            hello_timeout: DEFAULT_HELLO_TIMEOUT,
+            max_hello: sniff::DEFAULT_MAX_HELLO,
+            connect_timeout: upstream::DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: forward::DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// Whose fault a refusal is: decides the log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client sent something the router cannot route.
+    Client,
+    /// The backend is unreachable or misbehaved.
+    Backend,
+}
+
+/// What a refused client is sent before the connection closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Close without a word (the client is not speaking TLS, or is gone).
+    Close,
+    /// A fatal TLS alert.
+    Alert(Alert),
+    /// A PostgreSQL ErrorResponse.
+    PgError(Vec<u8>),
+    /// A Redis error line.
+    RespError(&'static str),
+}
+
+/// Why a connection was refused before (or instead of) forwarding.
+#[derive(Debug, thiserror::Error)]
+pub enum Reject {
+    /// The first bytes are neither TLS nor a known plaintext protocol.
+    #[error("first bytes are not TLS")]
+    NotTls,
+    /// The client closed or failed before a complete ClientHello.
+    #[error("{0}")]
+    ClientGone(SniffError),
+    /// No complete ClientHello within the timeout.
+    #[error("no complete ClientHello within {0:?}")]
+    HelloTimeout(Duration),
+    /// The ClientHello exceeds the size bound.
+    #[error("ClientHello exceeds {limit} bytes")]
+    HelloTooLarge {
+        /// The bound.
+        limit: usize,
+    },
+    /// The ClientHello does not parse.
+    #[error("{0}")]
+    MalformedHello(HelloError),
+    /// The ClientHello has no server_name.
+    #[error("ClientHello carries no SNI")]
+    NoSni,
+    /// No route for the SNI on this gateway port.
+    #[error("no route for SNI {0:?} on this port")]
+    UnknownSni(String),
+    /// Bytes sent ahead of a negotiation answer (CVE-2021-23214).
+    #[error("{0}")]
+    PgInjection(SniffError),
+    /// A plaintext PostgreSQL StartupMessage.
+    #[error("plaintext PostgreSQL StartupMessage (protocol 3.{0}); TLS is required")]
+    PgPlaintext(u16),
+    /// A plaintext CancelRequest on a port with more than one route.
+    #[error("plaintext CancelRequest dropped: {0} routes on this port, cannot tell which backend")]
+    PgCancelDropped(usize),
+    /// A plaintext Redis command.
+    #[error("plaintext Redis command; TLS is required")]
+    RespPlaintext,
+    /// No backend endpoint could be reached.
+    #[error(transparent)]
+    Upstream(#[from] ConnectError),
+    /// The PostgreSQL backend did not accept the SSLRequest with a single `S`.
+    #[error("backend did not accept TLS: {0}")]
+    BackendNoTls(String),
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub enum Ending {
+    /// Forwarded; how forwarding stopped.
+    Forwarded(End),
+    /// A plaintext CancelRequest was passed to the port's only backend.
+    CancelForwarded,
+    /// Refused.
+    Rejected(Reject),
+}
+
+/// Everything known about one connection when it ends: the access-log record.
+#[derive(Debug)]
+pub struct Outcome {
+    /// SNI sent by the client, if a hello was read.
+    pub sni: Option<String>,
+    /// ALPN protocols offered.
+    pub alpn: Vec<String>,
+    /// Direct TLS or PostgreSQL SSLRequest.
+    pub negotiation: Option<Negotiation>,
+    /// The route chosen.
+    pub target: Option<Arc<Target>>,
+    /// The backend address connected to.
+    pub backend: Option<SocketAddr>,
+    /// Time to read the ClientHello.
+    pub hello_time: Option<Duration>,
+    /// Time to connect to the backend.
+    pub connect_time: Option<Duration>,
+    /// How it ended.
+    pub ending: Ending,
+}
+
+/// Serve one accepted connection on gateway port `port`.
+pub async fn run(
+    mut client: TcpStream,
+    port: u16,
+    table: Arc<RouteTable>,
+    limits: &Limits,
+    counters: &Counters,
+) -> Outcome {
+    let mut outcome = Outcome {
+        sni: None,
+        alpn: Vec::new(),
+        negotiation: None,
+        target: None,
+        backend: None,
+        hello_time: None,
+        connect_time: None,
+        ending: Ending::Rejected(Reject::NotTls),
+    };
+    let result = route_and_forward(&mut client, port, &table, limits, counters, &mut outcome).await;
+    outcome.ending = match result {
+        Ok(ending) => ending,
+        Err(reject) => {
+            refuse(&mut client, reject.reply()).await;
+            Ending::Rejected(reject)
+        }
+    };
+    outcome
+}
+
+async fn route_and_forward(
+    client: &mut TcpStream,
+    port: u16,
+    table: &RouteTable,
+    limits: &Limits,
+    counters: &Counters,
+    outcome: &mut Outcome,
+) -> Result<Ending, Reject> {
+    let started = tokio::time::Instant::now();
+    let sniffed =
+        match tokio::time::timeout(limits.hello_timeout, sniff::sniff(client, limits.max_hello))
+            .await
+        {
+            Err(_) => return Err(Reject::HelloTimeout(limits.hello_timeout)),
+            Ok(result) => result.map_err(Reject::from)?,
+        };
+    outcome.hello_time = Some(started.elapsed());
+    let hello = match sniffed {
+        Sniffed::Tls(hello) => hello,
+        Sniffed::PgStartup { minor } => return Err(Reject::PgPlaintext(minor)),
+        Sniffed::PgCancel(bytes) => {
+            return forward_cancel(port, table, limits, &bytes, outcome).await
+        }
+        Sniffed::RespPlaintext => return Err(Reject::RespPlaintext),
+        Sniffed::NotTls => return Err(Reject::NotTls),
+    };
+    outcome.sni = hello.hello.sni.clone();
+    outcome.alpn = hello.hello.alpn.clone();
+    outcome.negotiation = Some(hello.negotiation);
+    let sni = hello.hello.sni.as_deref().ok_or(Reject::NoSni)?;
+    let target = table
+        .lookup(port, sni)
+        .ok_or_else(|| Reject::UnknownSni(sni.to_string()))?
+        .clone();
+    outcome.target = Some(target.clone());
+
+    let connecting = tokio::time::Instant::now();
+    let (mut backend, addr) = upstream::connect(&target.endpoints, limits.connect_timeout).await?;
+    outcome.connect_time = Some(connecting.elapsed());
+    outcome.backend = Some(addr);
+    if hello.negotiation == Negotiation::PgSslRequest {
+        pg_ssl_request(&mut backend, limits.connect_timeout).await?;
+    }
+    // Replay the hello exactly as received; the client's TLS session is the backend's.
+    backend
+        .write_all(&hello.bytes)
+        .await
+        .map_err(|e| Reject::BackendNoTls(format!("writing the ClientHello: {e}")))?;
+    counters.upstream.fetch_add(
+        hello.bytes.len() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    drop(hello);
+    Ok(Ending::Forwarded(
+        forward::forward(client, &backend, limits.idle_timeout, counters).await,
+    ))
+}
+
+/// Replay PostgreSQL's negotiation to the backend: exactly one `S` must come back.
+async fn pg_ssl_request(backend: &mut TcpStream, timeout: Duration) -> Result<(), Reject> {
+    let fail = |why: String| Reject::BackendNoTls(why);
+    backend
+        .write_all(&postgres::SSL_REQUEST)
+        .await
+        .map_err(|e| fail(format!("sending SSLRequest: {e}")))?;
+    let mut answer = [0u8; 64];
+    let n = match tokio::time::timeout(timeout, backend.read(&mut answer)).await {
+        Err(_) => return Err(fail(format!("no answer to SSLRequest within {timeout:?}"))),
+        Ok(Err(e)) => return Err(fail(format!("reading the SSLRequest answer: {e}"))),
+        Ok(Ok(n)) => n,
+    };
+    match &answer[..n] {
+        [postgres::ACCEPT_TLS] => Ok(()),
+        [] => Err(fail(
+            "the backend closed the connection instead of answering the SSLRequest".into(),
+        )),
+        [postgres::DECLINE] => Err(fail("the backend answered N: it has ssl=off".into())),
+        // CVE-2021-23222: anything after the S would reach the client unencrypted-but-trusted.
+        [postgres::ACCEPT_TLS, rest @ ..] => Err(fail(format!(
+            "{} bytes followed the backend's S before TLS started (CVE-2021-23222 pattern)",
+            rest.len()
+        ))),
+        [b'E', ..] => Err(fail(
+            "the backend answered with an ErrorResponse (too old for SSLRequest?)".into(),
+        )),
+        other => Err(fail(format!(
+            "the backend answered {:?} instead of S",
+            String::from_utf8_lossy(&other[..other.len().min(16)])
+        ))),
+    }
+}
+
+/// A plaintext CancelRequest carries no SNI: it can only go where the port's
+/// single route goes. libpq 17+ sends cancels over TLS, which route normally.
+async fn forward_cancel(
+    port: u16,
+    table: &RouteTable,
+    limits: &Limits,
+    bytes: &[u8],
+    outcome: &mut Outcome,
+) -> Result<Ending, Reject> {
+    let routes = table.routes(port);
+    let [target] = routes else {
+        return Err(Reject::PgCancelDropped(routes.len()));
+    };
+    outcome.target = Some(target.clone());
+    let (mut backend, addr) = upstream::connect(&target.endpoints, limits.connect_timeout).await?;
+    outcome.backend = Some(addr);
+    // The server closes after a cancel; a failed write just means the cancel is lost, as it would be direct.
+    let _ = backend.write_all(bytes).await;
+    let _ = backend.shutdown().await;
+    Ok(Ending::CancelForwarded)
+}
+
+/// Send the reply, then close gently: shut down writing and drain briefly, so
+/// unread client bytes do not turn the close into a reset that discards the reply.
+async fn refuse(client: &mut TcpStream, reply: Reply) {
+    let bytes: Vec<u8> = match reply {
+        Reply::Close => Vec::new(),
+        Reply::Alert(alert) => alert.record().to_vec(),
+        Reply::PgError(bytes) => bytes,
+        Reply::RespError(line) => line.as_bytes().to_vec(),
+    };
+    if !bytes.is_empty() && client.write_all(&bytes).await.is_err() {
+        return;
+    }
+    let _ = client.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut total = 0usize;
+        while let Ok(n) = client.read(&mut sink).await {
+            total += n;
+            if n == 0 || total > 256 * 1024 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+// === impl Reject ===
+
+/// The `-ERR` line a plaintext Redis client gets.
+const RESP_TLS_REQUIRED: &str =
+    "-ERR this gateway accepts only TLS: connect with redis-cli --tls --sni <host> (sni-router)\r\n";
+
+impl Reject {
+    /// Metric label and log field: a closed set.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Reject::NotTls => "not_tls",
+            Reject::ClientGone(_) => "client_closed",
+            Reject::HelloTimeout(_) => "hello_timeout",
+            Reject::HelloTooLarge { .. } => "hello_too_large",
+            Reject::MalformedHello(_) => "malformed_hello",
+            Reject::NoSni => "no_sni",
+            Reject::UnknownSni(_) => "unknown_sni",
+            Reject::PgInjection(_) => "pg_injection",
+            Reject::PgPlaintext(_) => "pg_plaintext",
+            Reject::PgCancelDropped(_) => "pg_cancel_dropped",
+            Reject::RespPlaintext => "redis_plaintext",
+            Reject::Upstream(_) => "upstream_unreachable",
+            Reject::BackendNoTls(_) => "backend_no_tls",
+        }
+    }
+
+    /// What the client is sent.
+    pub fn reply(&self) -> Reply {
+        match self {
+            Reject::NoSni | Reject::UnknownSni(_) => Reply::Alert(Alert::UnrecognizedName),
+            Reject::HelloTooLarge { .. } | Reject::MalformedHello(_) => {
+                Reply::Alert(Alert::DecodeError)
+            }
+            Reject::Upstream(_) | Reject::BackendNoTls(_) => Reply::Alert(Alert::InternalError),
+            Reject::PgPlaintext(_) => Reply::PgError(postgres::plaintext_refusal()),
+            Reject::RespPlaintext => Reply::RespError(RESP_TLS_REQUIRED),
+            Reject::NotTls
+            | Reject::ClientGone(_)
+            | Reject::HelloTimeout(_)
+            | Reject::PgInjection(_)
+            | Reject::PgCancelDropped(_) => Reply::Close,
+        }
+    }
+
+    /// Whose fault it is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Reject::Upstream(_) | Reject::BackendNoTls(_) => Fault::Backend,
+            _ => Fault::Client,
+        }
+    }
+}
+
+impl From<SniffError> for Reject {
+    fn from(e: SniffError) -> Self {
+        match e {
+            SniffError::Hello(HelloError::TooLarge { limit }) => Reject::HelloTooLarge { limit },
+            SniffError::Hello(e) => Reject::MalformedHello(e),
+            e @ (SniffError::Injection(..) | SniffError::TooManyRequests) => Reject::PgInjection(e),
+            e @ (SniffError::Closed | SniffError::Io(_)) => Reject::ClientGone(e),
+        }
+    }
+}

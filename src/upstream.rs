@@ -1,0 +1,155 @@
+//! Backend connections: resolve each endpoint through the system resolver,
+//! try every address in turn under the connect timeout, first success wins.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+/// Default backend connect timeout: Envoy's cluster `connect_timeout` as
+/// Envoy Gateway sets it (10 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One failed attempt: which endpoint or address, and why.
+#[derive(Debug)]
+pub struct Attempt {
+    /// `host:port` as configured, or the resolved address.
+    pub target: String,
+    /// What went wrong.
+    pub error: AttemptError,
+}
+
+/// Why one attempt failed.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// The name did not resolve (or resolved to nothing).
+    Resolve(io::Error),
+    /// The TCP connect failed (refused, unreachable, ...).
+    Connect(io::Error),
+    /// The TCP connect did not finish within the timeout.
+    Timeout(Duration),
+}
+
+/// No endpoint of the backend could be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("no backend endpoint reachable: {}", Summary(.attempts))]
+pub struct ConnectError {
+    /// Every attempt, in order.
+    pub attempts: Vec<Attempt>,
+}
+
+/// Connect to the first reachable address of `endpoints` (`host:port` each).
+pub async fn connect(
+    endpoints: &[String],
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    let mut attempts = Vec::new();
+    for endpoint in endpoints {
+        let addrs: Vec<SocketAddr> =
+            match tokio::time::timeout(timeout, tokio::net::lookup_host(endpoint.as_str())).await {
+                Ok(Ok(addrs)) => addrs.collect(),
+                Ok(Err(e)) => {
+                    attempts.push(Attempt {
+                        target: endpoint.clone(),
+                        error: AttemptError::Resolve(e),
+                    });
+                    continue;
+                }
+                Err(_) => {
+                    attempts.push(Attempt {
+                        target: endpoint.clone(),
+                        error: AttemptError::Timeout(timeout),
+                    });
+                    continue;
+                }
+            };
+        if addrs.is_empty() {
+            let e = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
+            attempts.push(Attempt {
+                target: endpoint.clone(),
+                error: AttemptError::Resolve(e),
+            });
+        }
+        for addr in addrs {
+            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    // Small writes (handshake flights, ping-pong) must not wait for Nagle.
+                    let _ = stream.set_nodelay(true);
+                    return Ok((stream, addr));
+                }
+                Ok(Err(e)) => attempts.push(Attempt {
+                    target: addr.to_string(),
+                    error: AttemptError::Connect(e),
+                }),
+                Err(_) => attempts.push(Attempt {
+                    target: addr.to_string(),
+                    error: AttemptError::Timeout(timeout),
+                }),
+            }
+        }
+    }
+    Err(ConnectError { attempts })
+}
+
+struct Summary<'a>(&'a [Attempt]);
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("no endpoints configured");
+        }
+        for (i, a) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            match &a.error {
+                AttemptError::Resolve(e) => write!(f, "{}: cannot resolve: {e}", a.target)?,
+                AttemptError::Connect(e) => write!(f, "{}: {e}", a.target)?,
+                AttemptError::Timeout(t) => write!(f, "{}: timed out after {t:?}", a.target)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn next_endpoint_after_a_refusal() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refused = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good = open.local_addr().unwrap();
+        let (_, addr) = connect(&[refused.clone(), good.to_string()], Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(addr, good);
+
+        let err = connect(std::slice::from_ref(&refused), Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert_eq!(err.attempts.len(), 1);
+        assert!(err.to_string().contains(&refused), "{err}");
+        assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unresolvable_name_is_reported() {
+        let err = connect(
+            &["no-such-service.invalid:5432".into()],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no-such-service.invalid:5432: cannot resolve"),
+            "{err}"
+        );
+    }
+}
