@@ -1,5 +1,360 @@
-//! Fixtures shared by the integration tests: certificates, a router started on
-//! port 0, TLS backends, and the real PostgreSQL and Redis servers.
+//! Fixtures shared by the integration tests: the router binary started on
+//! free ports with its logs captured, TLS backends with certificates from a
+//! throwaway CA, and raw-byte helpers. The real PostgreSQL and Redis servers
+//! are in `services`.
 #![allow(dead_code)]
 
 pub mod services;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use sni_router::pki::{self, Ca, Leaf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// Path of the built `sni-router` binary.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sni-router")
+}
+
+/// A `sni-router run` process on loopback ports, logging JSON to a buffer.
+pub struct RouterProcess {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    /// Gateway port → the address it listens on.
+    pub addrs: BTreeMap<u16, SocketAddr>,
+    /// The values file (kept alive with the process).
+    pub dir: tempfile::TempDir,
+}
+
+impl RouterProcess {
+    /// Start `run` on `values`, every gateway port on 127.0.0.1:0, plus `extra` flags.
+    pub fn start(values: &str, ports: &[u16], extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("values.yaml");
+        std::fs::write(&path, values).unwrap();
+        let mut args: Vec<String> =
+            vec!["run".into(), "--config".into(), path.display().to_string()];
+        for port in ports {
+            args.push("--listen".into());
+            args.push(format!("{port}=127.0.0.1:0"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(&args, dir, ports.len(), &[])
+    }
+
+    /// Spawn the binary with `args` and environment `env`; wait for `listeners` "listening" events.
+    pub fn spawn(
+        args: &[String],
+        dir: tempfile::TempDir,
+        listeners: usize,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut cmd = Command::new(binary());
+        cmd.args(["--log-format", "json"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start sni-router");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut router = Self {
+            child,
+            logs,
+            addrs: BTreeMap::new(),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while router.addrs.len() < listeners {
+            assert!(
+                Instant::now() < deadline,
+                "router did not start; logs:\n{}",
+                router.logs().join("\n")
+            );
+            if let Ok(Some(status)) = router.child.try_wait() {
+                panic!(
+                    "router exited with {status}; logs:\n{}",
+                    router.logs().join("\n")
+                );
+            }
+            for line in router.logs() {
+                if let Some((port, addr)) = listening(&line) {
+                    router.addrs.insert(port, addr);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        router
+    }
+
+    /// The local address of gateway port `port`.
+    pub fn addr(&self, port: u16) -> SocketAddr {
+        self.addrs[&port]
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Wait until a log line contains all of `needles`; return it.
+    pub async fn wait_log(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self
+                .logs()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needles:?}; logs:\n{}",
+                self.logs().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening(line: &str) -> Option<(u16, SocketAddr)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v.get("message")?.as_str()? != "listening" {
+        return None;
+    }
+    let port = v.get("listener")?.as_u64()? as u16;
+    let addr = v.get("address")?.as_str()?.parse().ok()?;
+    Some((port, addr))
+}
+
+/// A parsed JSON log line.
+pub fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// Run the binary to completion with `args`; (exit code, stdout, stderr).
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(binary());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A TLS server that presents its own certificate, greets with its name,
+/// reports the client certificate's subject (if any) and then echoes.
+pub struct TlsBackend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its certificate.
+    pub leaf: Leaf,
+    /// `host:port` for `--backend`.
+    pub endpoint: String,
+}
+
+impl TlsBackend {
+    /// Start on 127.0.0.1:0 with a certificate for `names`; with `client_ca`, mutual TLS.
+    pub async fn start(ca: &Ca, name: &str, names: &[&str], client_ca: Option<&Ca>) -> Self {
+        let leaf = ca.server(names).unwrap();
+        let config = pki::server_config(&leaf, client_ca, &[]).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = TlsAcceptor::from(config);
+        let name = name.to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let client = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| subject(c.as_ref()))
+                        .unwrap_or_else(|| "none".into());
+                    let greeting = format!("backend={name} client={client}\n");
+                    if tls.write_all(greeting.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if tls.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        Self {
+            addr,
+            leaf,
+            endpoint: addr.to_string(),
+        }
+    }
+}
+
+/// A certificate's subject, e.g. `CN=app`.
+pub fn subject(der: &[u8]) -> String {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, c)| c.subject().to_string())
+        .unwrap_or_default()
+}
+
+/// A TLS client connection through the router.
+pub type Client = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Connect to `addr` with SNI `sni` (an IP address sends no SNI), trusting `ca`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    sni: &str,
+    ca: &Ca,
+    client: Option<&Leaf>,
+) -> std::io::Result<Client> {
+    let config = pki::client_config(ca, client, &[]).unwrap();
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    TlsConnector::from(config).connect(name, stream).await
+}
+
+/// Read the backend's greeting line.
+pub async fn greeting(tls: &mut Client) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while tls.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+/// The leaf certificate the client was shown.
+pub fn peer_cert(tls: &Client) -> Vec<u8> {
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// The TLS alert a failed handshake received, by its rustls name (e.g. "UnrecognisedName").
+pub fn alert_of(e: &std::io::Error) -> Option<String> {
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(a) => Some(format!("{a:?}")),
+        _ => None,
+    }
+}
+
+/// A raw TCP backend that records everything it receives and, after the
+/// client's EOF, sends `reply` and closes.
+pub struct RawBackend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Everything received per connection, in accept order.
+    pub received: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+impl RawBackend {
+    /// Start a raw backend answering `reply` after EOF.
+    pub async fn start(reply: &'static [u8]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut all = Vec::new();
+                    let _ = s.read_to_end(&mut all).await;
+                    let _ = s.write_all(reply).await;
+                    let _ = s.shutdown().await;
+                    let _ = tx.send(all);
+                });
+            }
+        });
+        Self { addr, received }
+    }
+}
+
+/// A values file with `routes` (YAML list items, already indented by 4).
+pub fn values(routes: &str) -> String {
+    format!("gateways:\n  external: {{name: gw, namespace: envoy-gateway, className: eg}}\nroutes:\n  http: []\n  tls:\n{routes}")
+}
+
+/// One route item: fqdn, gateway port, service name in namespace `test`.
+pub fn route(fqdn: &str, port: u16, service: &str) -> String {
+    let name = fqdn.split('.').next().unwrap().replace('*', "wild");
+    format!("    - fqdn: '{fqdn}'\n      name: {name}-{port}\n      namespace: test\n      gatewayPort: {port}\n      service: {{name: {service}, port: 443}}\n")
+}
+
+/// `--backend SERVICE.test=ENDPOINT`.
+pub fn backend_flag(service: &str, endpoint: &str) -> [String; 2] {
+    ["--backend".into(), format!("{service}.test={endpoint}")]
+}
+
+/// A temporary directory path helper.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
