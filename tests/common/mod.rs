@@ -358,3 +358,44 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// A ClientHello record with SNI and `padding` extra bytes (a padding extension).
+pub fn synthetic_hello(sni: &str, padding: usize) -> Vec<u8> {
+    let mut ext = Vec::new();
+    let mut list = vec![0u8];
+    list.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    list.extend_from_slice(sni.as_bytes());
+    ext.extend_from_slice(&[0, 0]);
+    ext.extend_from_slice(&((list.len() + 2) as u16).to_be_bytes());
+    ext.extend_from_slice(&(list.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&list);
+    if padding > 0 {
+        ext.extend_from_slice(&[0, 21]);
+        ext.extend_from_slice(&(padding as u16).to_be_bytes());
+        ext.extend(std::iter::repeat_n(0u8, padding));
+    }
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[9u8; 32]);
+    body.extend_from_slice(&[32]);
+    body.extend_from_slice(&[5u8; 32]);
+    body.extend_from_slice(&[0, 4, 0x13, 0x01, 0x13, 0x02, 1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut hs = vec![1];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    rerecord(&[&[0x16, 3, 1][..], &(hs.len() as u16).to_be_bytes(), &hs].concat(), 1)
+}
+
+/// Re-split a single-record hello into `n` records.
+pub fn rerecord(record: &[u8], n: usize) -> Vec<u8> {
+    let hs = &record[5..];
+    let size = hs.len().div_ceil(n);
+    let mut out = Vec::new();
+    for part in hs.chunks(size) {
+        out.extend_from_slice(&[0x16, 3, 1]);
+        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
