@@ -103,10 +103,7 @@ impl ServeArgs {
     pub fn options(&self, bind: IpAddr) -> Options {
         let mut overrides: HashMap<String, Vec<String>> = HashMap::new();
         for (service, endpoint) in &self.backend {
-            overrides
-                .entry(service.clone())
-                .or_default()
-                .push(endpoint.clone());
+            overrides.entry(service.clone()).or_default().push(endpoint.clone());
         }
         Options {
             listen: self.listen.iter().copied().collect(),
@@ -158,9 +155,7 @@ fn backend_entry(text: &str) -> Result<(String, String), String> {
         .rsplit_once(':')
         .ok_or_else(|| format!("{endpoint:?}: expected HOST:PORT"))?;
     if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(format!(
-            "{endpoint:?}: expected HOST:PORT with a port 1-65535"
-        ));
+        return Err(format!("{endpoint:?}: expected HOST:PORT with a port 1-65535"));
     }
     Ok((service.to_string(), endpoint.to_string()))
 }
@@ -175,10 +170,7 @@ mod tests {
             listen_entry("5432=127.0.0.1:15432").unwrap(),
             (5432, "127.0.0.1:15432".parse().unwrap())
         );
-        assert_eq!(
-            listen_entry("443=[::1]:8443").unwrap().1,
-            "[::1]:8443".parse().unwrap()
-        );
+        assert_eq!(listen_entry("443=[::1]:8443").unwrap().1, "[::1]:8443".parse().unwrap());
         assert!(listen_entry("5432").is_err());
         assert!(listen_entry("x=127.0.0.1:1").is_err());
         assert_eq!(
@@ -200,11 +192,7 @@ mod tests {
                 if ["help", "version"].contains(&id) {
                     continue;
                 }
-                assert!(
-                    arg.get_env().is_some(),
-                    "{} --{id} has no env",
-                    sub.get_name()
-                );
+                assert!(arg.get_env().is_some(), "{} --{id} has no env", sub.get_name());
             }
         }
     }

@@ -99,9 +99,9 @@ pub async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
     let router = Router::start(&config, options).await?;
 
     let checks = self_check(&config, &router, &ca, &backends).await;
-    let passed = checks.iter().all(|c| {
-        c.result.is_ok() == c.expect_ok && c.result.as_ref().map_or(true, |r| r.passthrough)
-    });
+    let passed = checks
+        .iter()
+        .all(|c| c.result.is_ok() == c.expect_ok && c.result.as_ref().map_or(true, |r| r.passthrough));
     println!("{}", table(&config, &router, &backends, &checks));
     println!("self-check: {}", if passed { "PASSED" } else { "FAILED" });
     if args.check_only {
@@ -140,11 +140,7 @@ async fn start_backends(config: &Config, ca: &Ca) -> Result<Vec<Backend>, DemoEr
         let acceptor = TlsAcceptor::from(pki::server_config(&leaf, None, &[])?);
         let who = format!("{}.{}", service.name, service.namespace);
         tokio::spawn(serve_backend(listener, acceptor, who));
-        backends.push(Backend {
-            service,
-            addr,
-            leaf,
-        });
+        backends.push(Backend { service, addr, leaf });
     }
     Ok(backends)
 }
@@ -164,11 +160,7 @@ async fn serve_backend(listener: TcpListener, acceptor: TlsAcceptor, who: String
 }
 
 /// Like a server with ssl=on: SSLRequest → `S`; then TLS; then greet and echo.
-async fn backend_session(
-    mut stream: TcpStream,
-    acceptor: TlsAcceptor,
-    who: &str,
-) -> std::io::Result<()> {
+async fn backend_session(mut stream: TcpStream, acceptor: TlsAcceptor, who: &str) -> std::io::Result<()> {
     let mut head = [0u8; 8];
     let n = stream.peek(&mut head).await?;
     if n == 8 && head == postgres::SSL_REQUEST {
@@ -176,10 +168,8 @@ async fn backend_session(
         stream.write_all(&[postgres::ACCEPT_TLS]).await?;
     }
     let mut tls = acceptor.accept(stream).await?;
-    tls.write_all(
-        format!("hello from {who} (demo backend; TLS ends here, not at the router)\n").as_bytes(),
-    )
-    .await?;
+    tls.write_all(format!("hello from {who} (demo backend; TLS ends here, not at the router)\n").as_bytes())
+        .await?;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = tls.read(&mut buf).await?;
@@ -203,10 +193,7 @@ async fn self_check(config: &Config, router: &Router, ca: &Ca, backends: &[Backe
         let Some(addr) = router.local_addr(route.gateway_port) else {
             continue;
         };
-        let own = backends
-            .iter()
-            .find(|b| b.service == route.service)
-            .map(|b| &b.leaf);
+        let own = backends.iter().find(|b| b.service == route.service).map(|b| &b.leaf);
         let mut modes = vec![("TLS", false)];
         if route.gateway_port == POSTGRES_PORT {
             modes.push(("PG SSLRequest", true));
@@ -248,9 +235,7 @@ async fn connect(
     own: Option<&Leaf>,
 ) -> Result<Reached, String> {
     let work = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
         let _ = stream.set_nodelay(true);
         if ssl_request {
             stream
@@ -297,10 +282,7 @@ async fn connect(
 
 /// rustls says `received fatal alert: UnrecognizedName`; print the RFC name.
 fn describe_tls_error(e: std::io::Error) -> String {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::AlertReceived(alert)) => {
             format!("refused: TLS alert {}", alert_name(*alert))
         }
@@ -367,8 +349,7 @@ fn table(config: &Config, router: &Router, backends: &[Backend], checks: &[Check
         "route", "port", "SNI sent", "negotiation", "check"
     );
     for c in checks {
-        let ok =
-            c.result.is_ok() == c.expect_ok && c.result.as_ref().map_or(true, |r| r.passthrough);
+        let ok = c.result.is_ok() == c.expect_ok && c.result.as_ref().map_or(true, |r| r.passthrough);
         let verdict = if ok { "ok" } else { "FAIL" };
         let detail = match &c.result {
             Ok(r) => format!(
@@ -414,7 +395,10 @@ fn try_it(config: &Config, router: &Router, ca_file: &Path) -> String {
         );
     }
     if let Some(addr) = router.addrs().values().next() {
-        let _ = writeln!(out, "  openssl s_client -connect {addr} -servername unknown.invalid   # refused: unrecognized name");
+        let _ = writeln!(
+            out,
+            "  openssl s_client -connect {addr} -servername unknown.invalid   # refused: unrecognized name"
+        );
     }
     out
 }

@@ -57,12 +57,7 @@ enum Side {
 }
 
 /// Forward until both directions are done, an error, or the idle timeout.
-pub async fn forward(
-    client: &TcpStream,
-    backend: &TcpStream,
-    idle: Duration,
-    counters: &Counters,
-) -> End {
+pub async fn forward(client: &TcpStream, backend: &TcpStream, idle: Duration, counters: &Counters) -> End {
     let start = Instant::now();
     // Milliseconds since `start` of the last byte moved, shared by both directions.
     let last = AtomicU64::new(0);

@@ -47,9 +47,7 @@ pub async fn bind(port: u16, addr: SocketAddr) -> Result<TcpListener, BindError>
     socket.set_reuseaddr(true).map_err(fail)?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         // `[::]` serves IPv4 too, whatever the host's bindv6only default.
-        socket2::SockRef::from(&socket)
-            .set_only_v6(false)
-            .map_err(fail)?;
+        socket2::SockRef::from(&socket).set_only_v6(false).map_err(fail)?;
     }
     socket.bind(addr).map_err(fail)?;
     socket.listen(1024).map_err(fail)
@@ -102,9 +100,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, port: u16, shared: &Sha
 /// file descriptors is ours, and retrying at once would spin.
 async fn pause_on_accept_error(port: u16, e: &io::Error) {
     match e.kind() {
-        io::ErrorKind::ConnectionAborted
-        | io::ErrorKind::ConnectionReset
-        | io::ErrorKind::Interrupted => {
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted => {
             tracing::debug!(listener = port, error = %e, "accept: client went away");
         }
         _ => {
@@ -115,23 +111,10 @@ async fn pause_on_accept_error(port: u16, e: &io::Error) {
 }
 
 /// One event per connection with everything an operator asks about it.
-fn access_log(
-    outcome: &Outcome,
-    peer: SocketAddr,
-    port: u16,
-    counters: &Counters,
-    elapsed: Duration,
-) {
+fn access_log(outcome: &Outcome, peer: SocketAddr, port: u16, counters: &Counters, elapsed: Duration) {
     let stats = counters.stats();
-    let route = outcome
-        .target
-        .as_ref()
-        .map(|t| t.route.name.as_str())
-        .unwrap_or("-");
-    let backend = outcome
-        .backend
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "-".into());
+    let route = outcome.target.as_ref().map(|t| t.route.name.as_str()).unwrap_or("-");
+    let backend = outcome.backend.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
     let sni = outcome.sni.as_deref().unwrap_or("-");
     let alpn = outcome.alpn.join(",");
     let negotiation = match outcome.negotiation {
@@ -141,9 +124,7 @@ fn access_log(
     };
     let (end, detail, warn) = match &outcome.ending {
         Ending::Forwarded(End::Closed) => ("closed", String::new(), false),
-        Ending::Forwarded(End::IdleTimeout(d)) => {
-            ("idle_timeout", format!("idle for {d:?}"), false)
-        }
+        Ending::Forwarded(End::IdleTimeout(d)) => ("idle_timeout", format!("idle for {d:?}"), false),
         Ending::Forwarded(End::ClientError(e)) => ("client_error", e.to_string(), false),
         Ending::Forwarded(End::BackendError(e)) => ("backend_error", e.to_string(), true),
         Ending::CancelForwarded => ("pg_cancel_forwarded", String::new(), false),

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -62,9 +62,7 @@ impl Ca {
     /// A new CA with the given common name.
     pub fn with_name(common_name: &str) -> Result<Self, PkiError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -104,13 +102,7 @@ impl Ca {
 
     /// A client certificate with `CN=common_name` and the `clientAuth` usage.
     pub fn client(&self, common_name: &str) -> Result<Leaf, PkiError> {
-        self.leaf(
-            &[],
-            common_name,
-            ExtendedKeyUsagePurpose::ClientAuth,
-            -1,
-            825,
-        )
+        self.leaf(&[], common_name, ExtendedKeyUsagePurpose::ClientAuth, -1, 825)
     }
 
     /// A leaf with full control over its validity window, in days from now.
@@ -122,11 +114,8 @@ impl Ca {
         not_before_days: i64,
         not_after_days: i64,
     ) -> Result<Leaf, PkiError> {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        params.distinguished_name.push(DnType::CommonName, common_name);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![usage];
@@ -169,18 +158,15 @@ pub fn server_config(
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let builder = match client_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             roots.add(ca.cert_der().clone())?;
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -198,11 +184,9 @@ pub fn client_config(
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert_der().clone())?;
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
     let mut config = match client {
         Some(leaf) => builder.with_client_auth_cert(vec![leaf.cert_der.clone()], leaf.key_der())?,
         None => builder.with_no_client_auth(),

@@ -59,9 +59,7 @@ impl Router {
                 .copied()
                 .unwrap_or(SocketAddr::new(options.bind, port));
             let socket = listener::bind(port, addr).await?;
-            let local = socket
-                .local_addr()
-                .map_err(|source| BindError { port, addr, source })?;
+            let local = socket.local_addr().map_err(|source| BindError { port, addr, source })?;
             listeners.push((port, local, socket));
         }
         let shared = Arc::new(Shared {

@@ -87,9 +87,7 @@ impl RouteTable {
             let port = ports.entry(route.gateway_port).or_default();
             match &route.sni {
                 SniPattern::Exact(name) => port.exact.insert(name.clone(), target.clone()),
-                SniPattern::Wildcard(suffix) => {
-                    port.wildcard.insert(suffix.clone(), target.clone())
-                }
+                SniPattern::Wildcard(suffix) => port.wildcard.insert(suffix.clone(), target.clone()),
             };
             port.all.push(target);
         }
@@ -193,14 +191,8 @@ routes:
         assert_eq!(hit(&t, 443, "db.example.com").as_deref(), Some("exact"));
         assert_eq!(hit(&t, 443, "web.example.com").as_deref(), Some("wide"));
         assert_eq!(hit(&t, 443, "a.b.example.com").as_deref(), Some("wide"));
-        assert_eq!(
-            hit(&t, 443, "pg.lab.example.com").as_deref(),
-            Some("narrow")
-        );
-        assert_eq!(
-            hit(&t, 443, "a.pg.lab.example.com").as_deref(),
-            Some("narrow")
-        );
+        assert_eq!(hit(&t, 443, "pg.lab.example.com").as_deref(), Some("narrow"));
+        assert_eq!(hit(&t, 443, "a.pg.lab.example.com").as_deref(), Some("narrow"));
         assert_eq!(hit(&t, 443, "lab.example.com").as_deref(), Some("wide"));
         assert_eq!(hit(&t, 443, "example.com"), None);
         assert_eq!(hit(&t, 443, "other.org"), None);
@@ -230,10 +222,7 @@ routes:
     fn backends_from_cluster_dns_or_overrides() {
         let t = table(ROUTES);
         let exact = t.lookup(443, "db.example.com").unwrap();
-        assert_eq!(
-            exact.endpoints,
-            vec!["exact.envoy-gateway.svc.cluster.local:1"]
-        );
+        assert_eq!(exact.endpoints, vec!["exact.envoy-gateway.svc.cluster.local:1"]);
         assert!(!exact.overridden);
         let b = t.lookup(443, "x.example.com").unwrap();
         assert_eq!(b.endpoints, vec!["127.0.0.1:1", "127.0.0.1:2"]);

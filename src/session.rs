@@ -189,20 +189,15 @@ async fn route_and_forward(
     outcome: &mut Outcome,
 ) -> Result<Ending, Reject> {
     let started = tokio::time::Instant::now();
-    let sniffed =
-        match tokio::time::timeout(limits.hello_timeout, sniff::sniff(client, limits.max_hello))
-            .await
-        {
-            Err(_) => return Err(Reject::HelloTimeout(limits.hello_timeout)),
-            Ok(result) => result.map_err(Reject::from)?,
-        };
+    let sniffed = match tokio::time::timeout(limits.hello_timeout, sniff::sniff(client, limits.max_hello)).await {
+        Err(_) => return Err(Reject::HelloTimeout(limits.hello_timeout)),
+        Ok(result) => result.map_err(Reject::from)?,
+    };
     outcome.hello_time = Some(started.elapsed());
     let hello = match sniffed {
         Sniffed::Tls(hello) => hello,
         Sniffed::PgStartup { minor } => return Err(Reject::PgPlaintext(minor)),
-        Sniffed::PgCancel(bytes) => {
-            return forward_cancel(port, table, limits, &bytes, outcome).await
-        }
+        Sniffed::PgCancel(bytes) => return forward_cancel(port, table, limits, &bytes, outcome).await,
         Sniffed::RespPlaintext => return Err(Reject::RespPlaintext),
         Sniffed::NotTls => return Err(Reject::NotTls),
     };
@@ -228,10 +223,9 @@ async fn route_and_forward(
         .write_all(&hello.bytes)
         .await
         .map_err(|e| Reject::BackendNoTls(format!("writing the ClientHello: {e}")))?;
-    counters.upstream.fetch_add(
-        hello.bytes.len() as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    counters
+        .upstream
+        .fetch_add(hello.bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
     drop(hello);
     Ok(Ending::Forwarded(
         forward::forward(client, &backend, limits.idle_timeout, counters).await,
@@ -350,9 +344,7 @@ impl Reject {
     pub fn reply(&self) -> Reply {
         match self {
             Reject::NoSni | Reject::UnknownSni(_) => Reply::Alert(Alert::UnrecognizedName),
-            Reject::HelloTooLarge { .. } | Reject::MalformedHello(_) => {
-                Reply::Alert(Alert::DecodeError)
-            }
+            Reject::HelloTooLarge { .. } | Reject::MalformedHello(_) => Reply::Alert(Alert::DecodeError),
             Reject::Upstream(_) | Reject::BackendNoTls(_) => Reply::Alert(Alert::InternalError),
             Reject::PgPlaintext(_) => Reply::PgError(postgres::plaintext_refusal()),
             Reject::RespPlaintext => Reply::RespError(RESP_TLS_REQUIRED),

@@ -41,10 +41,7 @@ pub struct ConnectError {
 }
 
 /// Connect to the first reachable address of `endpoints` (`host:port` each).
-pub async fn connect(
-    endpoints: &[String],
-    timeout: Duration,
-) -> Result<(TcpStream, SocketAddr), ConnectError> {
+pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let mut attempts = Vec::new();
     for endpoint in endpoints {
         let addrs: Vec<SocketAddr> =
@@ -140,15 +137,11 @@ mod tests {
 
     #[tokio::test]
     async fn unresolvable_name_is_reported() {
-        let err = connect(
-            &["no-such-service.invalid:5432".into()],
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_err();
+        let err = connect(&["no-such-service.invalid:5432".into()], Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert!(
-            err.to_string()
-                .contains("no-such-service.invalid:5432: cannot resolve"),
+            err.to_string().contains("no-such-service.invalid:5432: cannot resolve"),
             "{err}"
         );
     }

@@ -70,7 +70,10 @@ fn all_problems_are_reported_at_once() {
 fn missing_file_is_a_clear_error() {
     let (code, _, stderr) = run_binary(&["run", "--config", "/nonexistent/values.yaml"], &[]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("/nonexistent/values.yaml") && stderr.contains("cannot read file"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/values.yaml") && stderr.contains("cannot read file"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -82,7 +85,10 @@ fn a_port_that_cannot_be_bound_names_the_port() {
     let listen = format!("5432={addr}");
     let (code, _, stderr) = run_binary(&["run", "--config", path.to_str().unwrap(), "--listen", &listen], &[]);
     assert_eq!(code, 1);
-    assert!(stderr.contains(&format!("gateway port 5432: cannot listen on {addr}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("gateway port 5432: cannot listen on {addr}")),
+        "{stderr}"
+    );
     assert!(stderr.to_lowercase().contains("address already in use"), "{stderr}");
 }
 
@@ -105,9 +111,13 @@ async fn flags_come_from_environment_variables() {
             ("SNI_ROUTER_BACKEND", &backends),
         ],
     );
-    let mut tls = tls_connect(router.addr(5432), "a.example.com", &ca, None).await.unwrap();
+    let mut tls = tls_connect(router.addr(5432), "a.example.com", &ca, None)
+        .await
+        .unwrap();
     assert_eq!(greeting(&mut tls).await, "backend=a client=none");
-    let mut tls = tls_connect(router.addr(6379), "b.example.com", &ca, None).await.unwrap();
+    let mut tls = tls_connect(router.addr(6379), "b.example.com", &ca, None)
+        .await
+        .unwrap();
     assert_eq!(greeting(&mut tls).await, "backend=b client=none");
 }
 

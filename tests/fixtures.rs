@@ -7,9 +7,7 @@ mod common;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::services::{
-    blocking, Certs, PgKind, PgOptions, Postgres, Redis, RedisOptions, SslNegotiation,
-};
+use common::services::{blocking, Certs, PgKind, PgOptions, Postgres, Redis, RedisOptions, SslNegotiation};
 
 const DB: &str = "db.lab.example.com";
 const CACHE: &str = "redis.lab.example.com";
@@ -41,9 +39,7 @@ fn pg15_refuses_clients_without_a_trusted_certificate() {
     assert!(err.contains("certificate"), "unexpected error: {err}");
 
     let other = Certs::new(&[DB]);
-    let foreign = client
-        .clone()
-        .with_cert(&other.client_cert, &other.client_key);
+    let foreign = client.clone().with_cert(&other.client_cert, &other.client_key);
     foreign
         .psql("select 1")
         .expect_err("psql with a certificate from another CA");
@@ -68,9 +64,7 @@ fn pg18_accepts_psycopg_with_direct_and_classic_negotiation() {
     let sql = "select current_setting('server_version'), current_user, ssl \
                from pg_stat_ssl where pid = pg_backend_pid()";
     for negotiation in [SslNegotiation::Direct, SslNegotiation::Postgres] {
-        let out = client
-            .psycopg(negotiation, sql)
-            .expect_ok(negotiation.as_str());
+        let out = client.psycopg(negotiation, sql).expect_ok(negotiation.as_str());
         let row: Vec<&str> = out.split('|').collect();
         assert!(row[0].starts_with("18"), "{negotiation:?}: {out}");
         assert_eq!(row[1..], ["app", "True"], "{negotiation:?}: {out}");
@@ -85,9 +79,7 @@ fn pg18_refuses_clients_without_a_certificate() {
     let pg = Postgres::start(PgKind::V18, &PgOptions::new(&certs));
     let client = pg.client(&certs, DB).without_cert();
     for negotiation in [SslNegotiation::Direct, SslNegotiation::Postgres] {
-        let err = client
-            .psycopg(negotiation, "select 1")
-            .expect_err(negotiation.as_str());
+        let err = client.psycopg(negotiation, "select 1").expect_err(negotiation.as_str());
         assert!(err.contains("certificate"), "{negotiation:?}: {err}");
     }
 }
@@ -95,17 +87,11 @@ fn pg18_refuses_clients_without_a_certificate() {
 #[test]
 fn postgres_stops_on_drop() {
     let certs = Certs::new(&[DB]);
-    let pg = Postgres::start(
-        PgKind::V18,
-        &PgOptions::new(&certs).set("max_connections", "20"),
-    );
+    let pg = Postgres::start(PgKind::V18, &PgOptions::new(&certs).set("max_connections", "20"));
     assert_eq!(pg.admin("show max_connections").expect_ok("admin"), "20");
     let (addr, data_dir) = (pg.addr(), pg.data_dir().to_path_buf());
     drop(pg);
-    assert!(
-        TcpStream::connect(addr).is_err(),
-        "{addr} still accepts after drop"
-    );
+    assert!(TcpStream::connect(addr).is_err(), "{addr} still accepts after drop");
     assert!(!data_dir.exists(), "{} left behind", data_dir.display());
 }
 
@@ -114,21 +100,10 @@ fn redis_answers_ping_over_mutual_tls() {
     let certs = Certs::new(&[CACHE]);
     let redis = Redis::start(&RedisOptions::new(&certs));
     let client = redis.client(&certs, CACHE);
-    assert_eq!(
-        client.redis_cli(&["PING"]).expect_ok("redis-cli PING"),
-        "PONG"
-    );
-    assert_eq!(
-        client.redis_py(&["PING"]).expect_ok("redis-py PING"),
-        "PONG"
-    );
-    client
-        .redis_cli(&["SET", "k", "v"])
-        .expect_ok("redis-cli SET");
-    assert_eq!(
-        client.redis_py(&["GET", "k"]).expect_ok("redis-py GET"),
-        "v"
-    );
+    assert_eq!(client.redis_cli(&["PING"]).expect_ok("redis-cli PING"), "PONG");
+    assert_eq!(client.redis_py(&["PING"]).expect_ok("redis-py PING"), "PONG");
+    client.redis_cli(&["SET", "k", "v"]).expect_ok("redis-cli SET");
+    assert_eq!(client.redis_py(&["GET", "k"]).expect_ok("redis-py GET"), "v");
 }
 
 #[test]
@@ -138,8 +113,7 @@ fn redis_refuses_clients_without_a_trusted_certificate() {
     let client = redis.client(&certs, CACHE);
 
     let bare = client.clone().without_cert();
-    bare.redis_cli(&["PING"])
-        .expect_err("redis-cli without cert");
+    bare.redis_cli(&["PING"]).expect_err("redis-cli without cert");
     bare.redis_py(&["PING"]).expect_err("redis-py without cert");
 
     let other = Certs::new(&[CACHE]);
@@ -153,10 +127,7 @@ fn redis_refuses_clients_without_a_trusted_certificate() {
 
     let addr = redis.addr();
     drop(redis);
-    assert!(
-        TcpStream::connect(addr).is_err(),
-        "{addr} still accepts after drop"
-    );
+    assert!(TcpStream::connect(addr).is_err(), "{addr} still accepts after drop");
 }
 
 /// Router tests are async: a client run through `blocking` leaves a

@@ -23,18 +23,35 @@ async fn setup() -> Setup {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let down = closed.local_addr().unwrap().to_string();
     drop(closed);
-    let yaml = values(&[route("ok.example.com", 443, "ok"), route("down.example.com", 443, "down")].concat());
+    let yaml = values(
+        &[
+            route("ok.example.com", 443, "ok"),
+            route("down.example.com", 443, "down"),
+        ]
+        .concat(),
+    );
     let mut flags: Vec<String> = backend_flag("ok", &backend.endpoint).into();
     flags.extend(backend_flag("down", &down));
-    flags.extend(["--hello-timeout".to_string(), "1s".to_string(), "--connect-timeout".into(), "2s".into()]);
+    flags.extend([
+        "--hello-timeout".to_string(),
+        "1s".to_string(),
+        "--connect-timeout".into(),
+        "2s".into(),
+    ]);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let router = RouterProcess::start(&yaml, &[443], &flags);
-    Setup { ca, router, _backend: backend }
+    Setup {
+        ca,
+        router,
+        _backend: backend,
+    }
 }
 
 /// A normal client right after a refusal still gets through.
 async fn still_serving(s: &Setup) {
-    let mut tls = tls_connect(s.router.addr(443), "ok.example.com", &s.ca, None).await.unwrap();
+    let mut tls = tls_connect(s.router.addr(443), "ok.example.com", &s.ca, None)
+        .await
+        .unwrap();
     assert_eq!(greeting(&mut tls).await, "backend=ok client=none");
 }
 
@@ -43,7 +60,10 @@ async fn raw_exchange(s: &Setup, bytes: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(s.router.addr(443)).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
     answer
 }
 
@@ -63,10 +83,30 @@ async fn refusal_matrix() {
     let mut not_hello = synthetic_hello("ok.example.com", 0);
     not_hello[5] = 2;
     let cases: Vec<(&str, Vec<u8>, Vec<u8>, &str)> = vec![
-        ("unknown SNI", synthetic_hello("nope.example.com", 0), ALERT_UNRECOGNIZED_NAME.to_vec(), "unknown_sni"),
-        ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), vec![], "not_tls"),
-        ("oversized hello", oversized, ALERT_DECODE_ERROR.to_vec(), "hello_too_large"),
-        ("not a ClientHello", not_hello, ALERT_DECODE_ERROR.to_vec(), "malformed_hello"),
+        (
+            "unknown SNI",
+            synthetic_hello("nope.example.com", 0),
+            ALERT_UNRECOGNIZED_NAME.to_vec(),
+            "unknown_sni",
+        ),
+        (
+            "garbage",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            vec![],
+            "not_tls",
+        ),
+        (
+            "oversized hello",
+            oversized,
+            ALERT_DECODE_ERROR.to_vec(),
+            "hello_too_large",
+        ),
+        (
+            "not a ClientHello",
+            not_hello,
+            ALERT_DECODE_ERROR.to_vec(),
+            "malformed_hello",
+        ),
     ];
     for (case, send, expect, reason) in cases {
         let answer = raw_exchange(&s, &send).await;
@@ -79,7 +119,9 @@ async fn refusal_matrix() {
 #[tokio::test]
 async fn unknown_sni_gets_unrecognized_name_alert_in_a_real_client() {
     let s = setup().await;
-    let err = tls_connect(s.router.addr(443), "unknown.example.com", &s.ca, None).await.unwrap_err();
+    let err = tls_connect(s.router.addr(443), "unknown.example.com", &s.ca, None)
+        .await
+        .unwrap_err();
     assert_eq!(alert_of(&err).as_deref(), Some("UnrecognisedName"), "{err}");
     let line = s.router.wait_log(&["\"end\":\"unknown_sni\""]).await;
     let event = json(&line);
@@ -93,7 +135,9 @@ async fn unknown_sni_gets_unrecognized_name_alert_in_a_real_client() {
 async fn no_sni_gets_an_alert_too() {
     let s = setup().await;
     // rustls sends no SNI when connecting to an IP address.
-    let err = tls_connect(s.router.addr(443), "127.0.0.1", &s.ca, None).await.unwrap_err();
+    let err = tls_connect(s.router.addr(443), "127.0.0.1", &s.ca, None)
+        .await
+        .unwrap_err();
     assert_eq!(alert_of(&err).as_deref(), Some("UnrecognisedName"), "{err}");
     s.router.wait_log(&["\"end\":\"no_sni\""]).await;
     still_serving(&s).await;
@@ -107,10 +151,16 @@ async fn hello_that_never_completes_is_closed_after_the_timeout() {
     stream.write_all(&hello[..hello.len() / 2]).await.unwrap();
     let started = Instant::now();
     let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
     let waited = started.elapsed();
     assert!(answer.is_empty());
-    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "closed after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
     let line = s.router.wait_log(&["\"end\":\"hello_timeout\""]).await;
     assert!(line.contains("no complete ClientHello within 1s"), "{line}");
     still_serving(&s).await;
@@ -119,7 +169,9 @@ async fn hello_that_never_completes_is_closed_after_the_timeout() {
 #[tokio::test]
 async fn backend_down_gets_internal_error_and_a_warning() {
     let s = setup().await;
-    let err = tls_connect(s.router.addr(443), "down.example.com", &s.ca, None).await.unwrap_err();
+    let err = tls_connect(s.router.addr(443), "down.example.com", &s.ca, None)
+        .await
+        .unwrap_err();
     assert_eq!(alert_of(&err).as_deref(), Some("InternalError"), "{err}");
     let line = s.router.wait_log(&["\"end\":\"upstream_unreachable\""]).await;
     let event = json(&line);

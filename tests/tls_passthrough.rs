@@ -16,13 +16,15 @@ async fn routes_by_sni_per_port_and_the_client_sees_the_backends_own_certificate
     let b = TlsBackend::start(&ca, "b", &["b.example.com"], None).await;
     let w = TlsBackend::start(&ca, "wild", &["*.apps.example.com"], None).await;
     let c = TlsBackend::start(&ca, "c", &["a.example.com"], None).await;
-    let yaml = values(&[
-        route("a.example.com", 443, "svc-a"),
-        route("b.example.com", 443, "svc-b"),
-        route("*.apps.example.com", 443, "svc-w"),
-        route("a.example.com", 8443, "svc-c"),
-    ]
-    .concat());
+    let yaml = values(
+        &[
+            route("a.example.com", 443, "svc-a"),
+            route("b.example.com", 443, "svc-b"),
+            route("*.apps.example.com", 443, "svc-w"),
+            route("a.example.com", 8443, "svc-c"),
+        ]
+        .concat(),
+    );
     let mut flags = Vec::new();
     for (svc, backend) in [("svc-a", &a), ("svc-b", &b), ("svc-w", &w), ("svc-c", &c)] {
         flags.extend(backend_flag(svc, &backend.endpoint));
@@ -47,7 +49,9 @@ async fn routes_by_sni_per_port_and_the_client_sees_the_backends_own_certificate
         tls.read_exact(&mut echo).await.unwrap();
         assert_eq!(&echo, b"ping");
     }
-    let line = router.wait_log(&["\"sni\":\"web.apps.example.com\"", "\"end\":\"closed\""]).await;
+    let line = router
+        .wait_log(&["\"sni\":\"web.apps.example.com\"", "\"end\":\"closed\""])
+        .await;
     let event = json(&line);
     assert_eq!(event["route"], "wild-443");
     assert_eq!(event["backend"], w.endpoint.as_str());
@@ -65,8 +69,14 @@ async fn mutual_tls_works_end_to_end() {
     let router = RouterProcess::start(&yaml, &[5432], &[&flags[0], &flags[1]]);
 
     let client_cert = ca.client("app").unwrap();
-    let mut tls = tls_connect(router.addr(5432), "db.example.com", &ca, Some(&client_cert)).await.unwrap();
-    assert_eq!(greeting(&mut tls).await, "backend=db client=CN=app", "the backend saw the client's certificate");
+    let mut tls = tls_connect(router.addr(5432), "db.example.com", &ca, Some(&client_cert))
+        .await
+        .unwrap();
+    assert_eq!(
+        greeting(&mut tls).await,
+        "backend=db client=CN=app",
+        "the backend saw the client's certificate"
+    );
 
     // Without a certificate the backend, not the router, refuses.
     let refused = async {
@@ -157,7 +167,12 @@ async fn hello_one_byte_per_write_three_records_and_post_quantum_size_are_forwar
     let big = synthetic_hello("pq.example.com", 1700); // ~1.8 KB like X25519MLKEM768
     assert!((1700..2100).contains(&big.len()), "{}", big.len());
     let three_records = rerecord(&synthetic_hello("pq.example.com", 0), 3);
-    for (bytes, per_write) in [(big.clone(), 1), (three_records.clone(), 1), (three_records, 7), (big, 4096)] {
+    for (bytes, per_write) in [
+        (big.clone(), 1),
+        (three_records.clone(), 1),
+        (three_records, 7),
+        (big, 4096),
+    ] {
         let mut stream = TcpStream::connect(router.addr(443)).await.unwrap();
         stream.set_nodelay(true).unwrap();
         for chunk in bytes.chunks(per_write) {
@@ -182,7 +197,9 @@ async fn backend_with_two_endpoints_of_which_the_first_refuses() {
     let f1 = backend_flag("two", &refused);
     let f2 = backend_flag("two", &good.endpoint);
     let router = RouterProcess::start(&yaml, &[443], &[&f1[0], &f1[1], &f2[0], &f2[1]]);
-    let mut tls = tls_connect(router.addr(443), "two.example.com", &ca, None).await.unwrap();
+    let mut tls = tls_connect(router.addr(443), "two.example.com", &ca, None)
+        .await
+        .unwrap();
     assert_eq!(greeting(&mut tls).await, "backend=second client=none");
 }
 
@@ -197,14 +214,22 @@ async fn ipv6_listener_and_backend() {
     let yaml = values(&route("v6.example.com", 443, "v6"));
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "values.yaml", &yaml);
-    let args: Vec<String> = ["run", "--config", path.to_str().unwrap(), "--listen", "443=[::1]:0", "--backend"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([format!("v6.test={}", backend.endpoint)])
-        .collect();
+    let args: Vec<String> = [
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        "443=[::1]:0",
+        "--backend",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("v6.test={}", backend.endpoint)])
+    .collect();
     let router = RouterProcess::spawn(&args, dir, 1, &[]);
     assert!(router.addr(443).is_ipv6());
-    let mut tls = tls_connect(router.addr(443), "v6.example.com", &ca, None).await.unwrap();
+    let mut tls = tls_connect(router.addr(443), "v6.example.com", &ca, None)
+        .await
+        .unwrap();
     assert_eq!(greeting(&mut tls).await, "backend=v6 client=none");
 }
-

@@ -133,13 +133,7 @@ pub fn load(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Ok(root) => root,
         Err(e) => {
             let at = e.at.unwrap_or_default();
-            return Err(fail(vec![Problem::new(
-                Severity::Error,
-                at,
-                "",
-                "yaml",
-                e.message,
-            )]));
+            return Err(fail(vec![Problem::new(Severity::Error, at, "", "yaml", e.message)]));
         }
     };
     let mut problems = Vec::new();
@@ -173,18 +167,11 @@ fn build_routes(values: &Values, problems: &mut Vec<Problem>) -> Vec<Route> {
         let sni = match SniPattern::parse(&fqdn.value) {
             Ok(sni) => sni,
             Err(why) => {
-                problems.push(Problem::new(
-                    Severity::Error,
-                    fqdn.at,
-                    field("fqdn"),
-                    "hostname",
-                    why,
-                ));
+                problems.push(Problem::new(Severity::Error, fqdn.at, field("fqdn"), "hostname", why));
                 continue;
             }
         };
-        let (Some(service_name), Some(service_port)) = (&item.service_name, &item.service_port)
-        else {
+        let (Some(service_name), Some(service_port)) = (&item.service_name, &item.service_port) else {
             continue;
         };
         let gateway_port = item.gateway_port.as_ref().map_or(default_port, |p| p.value);
@@ -220,10 +207,7 @@ fn build_routes(values: &Values, problems: &mut Vec<Problem>) -> Vec<Route> {
             namespace,
             sni,
             gateway_port,
-            keepalive: item
-                .client_traffic_policy
-                .as_ref()
-                .and_then(|p| p.tcp_keepalive),
+            keepalive: item.client_traffic_policy.as_ref().and_then(|p| p.tcp_keepalive),
             index: item.index,
             at: item.at,
         });
@@ -383,16 +367,8 @@ impl Problem {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let errors = self
-            .problems
-            .iter()
-            .filter(|p| p.severity == Severity::Error)
-            .count();
-        writeln!(
-            f,
-            "{}: {errors} error(s) in values file",
-            self.source.display()
-        )?;
+        let errors = self.problems.iter().filter(|p| p.severity == Severity::Error).count();
+        writeln!(f, "{}: {errors} error(s) in values file", self.source.display())?;
         for p in &self.problems {
             writeln!(f, "  {}", p.display(&self.source))?;
         }

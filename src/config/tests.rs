@@ -47,10 +47,7 @@ fn loads_the_nautobot_routes_with_chart_defaults() {
     assert_eq!(db.name, "nautobot-db");
     assert_eq!(db.namespace, "nautobot");
     assert_eq!(db.gateway_port, 5432);
-    assert_eq!(
-        db.sni,
-        SniPattern::Exact("nautobot-db.lab.example.com".into())
-    );
+    assert_eq!(db.sni, SniPattern::Exact("nautobot-db.lab.example.com".into()));
     assert_eq!(
         db.service,
         Service {
@@ -65,8 +62,7 @@ fn loads_the_nautobot_routes_with_chart_defaults() {
 
 #[test]
 fn defaults_namespace_and_port_like_the_chart() {
-    let config =
-        ok("routes:\n  tls:\n    - fqdn: a.example.com\n      service: {name: a, port: 8443}\n");
+    let config = ok("routes:\n  tls:\n    - fqdn: a.example.com\n      service: {name: a, port: 8443}\n");
     let route = &config.routes[0];
     assert_eq!(route.namespace, "envoy-gateway");
     assert_eq!(route.gateway_port, 443);
@@ -76,10 +72,7 @@ fn defaults_namespace_and_port_like_the_chart() {
 
     let config = ok("gateways:\n  external: {name: g, namespace: n, className: eg, port: 8443}\nroutes:\n  tls:\n    - fqdn: a.example.com\n      service: {name: a, port: 1}\n");
     assert_eq!(config.routes[0].gateway_port, 8443);
-    assert_eq!(
-        config.warnings[0].rule, "chart-schema",
-        "port is template-only"
-    );
+    assert_eq!(config.warnings[0].rule, "chart-schema", "port is template-only");
 }
 
 #[test]
@@ -133,22 +126,22 @@ routes:
 
 #[test]
 fn unknown_field_names_line_and_field_and_suggests() {
-    let e = err("routes:\n  tls:\n    - fqdn: a.example.com\n      gatewayport: 5432\n      service: {name: a, port: 1}\n");
+    let e =
+        err("routes:\n  tls:\n    - fqdn: a.example.com\n      gatewayport: 5432\n      service: {name: a, port: 1}\n");
     assert!(e.contains("values.yaml:4:7: error: routes.tls[0].gatewayport: unknown field `gatewayport` (did you mean `gatewayPort`?)"), "{e}");
 }
 
 #[test]
 fn duplicate_key_names_line() {
     let e = err("routes:\n  tls:\n    - fqdn: a.example.com\n      fqdn: b.example.com\n");
-    assert!(
-        e.contains("values.yaml:4:") && e.contains("duplicate"),
-        "{e}"
-    );
+    assert!(e.contains("values.yaml:4:") && e.contains("duplicate"), "{e}");
 }
 
 #[test]
 fn wrong_types_name_the_field() {
-    let e = err("routes:\n  tls:\n    - fqdn: a.example.com\n      gatewayPort: \"5432\"\n      service: {name: a, port: 1}\n");
+    let e = err(
+        "routes:\n  tls:\n    - fqdn: a.example.com\n      gatewayPort: \"5432\"\n      service: {name: a, port: 1}\n",
+    );
     assert!(e.contains(":4:20: error: routes.tls[0].gatewayPort: routes.tls[0].gatewayPort must be an integer, found the string \"5432\""), "{e}");
     let e = err("routes:\n  tls: {fqdn: a}\n");
     assert!(
@@ -157,9 +150,7 @@ fn wrong_types_name_the_field() {
     );
     let e = err("routes:\n  tls:\n    - fqdn: [a]\n      service: {name: a, port: 1}\n");
     assert!(
-        e.contains(
-            ":3:13: error: routes.tls[0].fqdn: routes.tls[0].fqdn must be a string, found a list"
-        ),
+        e.contains(":3:13: error: routes.tls[0].fqdn: routes.tls[0].fqdn must be a string, found a list"),
         "{e}"
     );
 }
@@ -188,8 +179,7 @@ fn ports_out_of_range() {
         let e = err(&format!("routes:\n  tls:\n    - fqdn: a.example.com\n      gatewayPort: {port}\n      service: {{name: a, port: 1}}\n"));
         assert!(e.contains(&format!(":4:20: error: routes.tls[0].gatewayPort: routes.tls[0].gatewayPort is {port}; a port must be between 1 and 65535")), "{e}");
     }
-    let e =
-        err("routes:\n  tls:\n    - fqdn: a.example.com\n      service: {name: a, port: 70000}\n");
+    let e = err("routes:\n  tls:\n    - fqdn: a.example.com\n      service: {name: a, port: 70000}\n");
     assert!(e.contains("routes.tls[0].service.port is 70000"), "{e}");
 }
 
@@ -267,7 +257,10 @@ fn bad_enum_and_durations() {
         e.contains("routes.tls[0].clientTrafficPolicy.tcpKeepalive.idleTime"),
         "{e}"
     );
-    assert!(e.contains("routes.tls[0].clientTrafficPolicy.tcpKeepalive.probes must be an integer of at least 1, found 0"), "{e}");
+    assert!(
+        e.contains("routes.tls[0].clientTrafficPolicy.tcpKeepalive.probes must be an integer of at least 1, found 0"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -127,9 +127,7 @@ pub fn read(root: &Node, problems: &mut Vec<Problem>) -> Values {
     };
     if let Some(gateways) = top.take("gateways") {
         if let Some(mut g) = r.fields(gateways, "gateways") {
-            values.external = g
-                .take("external")
-                .and_then(|n| r.gateway(n, "gateways.external", true));
+            values.external = g.take("external").and_then(|n| r.gateway(n, "gateways.external", true));
             values.internal = g
                 .take("internal")
                 .and_then(|n| r.gateway(n, "gateways.internal", false));
@@ -238,11 +236,7 @@ impl Reader<'_> {
                 entries: Vec::new(),
             }),
             other => {
-                let what = if path.is_empty() {
-                    "the document"
-                } else {
-                    path
-                };
+                let what = if path.is_empty() { "the document" } else { path };
                 self.error(
                     node.at,
                     path,
@@ -270,12 +264,7 @@ impl Reader<'_> {
         }
     }
 
-    fn list<T>(
-        &mut self,
-        node: &Node,
-        path: &str,
-        item: fn(&mut Self, &Node, String, usize) -> Option<T>,
-    ) -> Vec<T> {
+    fn list<T>(&mut self, node: &Node, path: &str, item: fn(&mut Self, &Node, String, usize) -> Option<T>) -> Vec<T> {
         match &node.value {
             Value::Seq(items) => items
                 .iter()
@@ -284,11 +273,7 @@ impl Reader<'_> {
                 .collect(),
             Value::Null => Vec::new(),
             other => {
-                self.error(
-                    node.at,
-                    path,
-                    format!("{path} must be a list, found {}", other.kind()),
-                );
+                self.error(node.at, path, format!("{path} must be a list, found {}", other.kind()));
                 Vec::new()
             }
         }
@@ -456,12 +441,8 @@ impl Reader<'_> {
             Some(n) => item.fqdn = self.string(n, &f.child("fqdn")),
             None => self.missing(&f, "fqdn"),
         }
-        item.name = f
-            .take("name")
-            .and_then(|n| self.string(n, &f.child("name")));
-        item.namespace = f
-            .take("namespace")
-            .and_then(|n| self.string(n, &f.child("namespace")));
+        item.name = f.take("name").and_then(|n| self.string(n, &f.child("name")));
+        item.namespace = f.take("namespace").and_then(|n| self.string(n, &f.child("namespace")));
         item.gateway_port = f
             .take("gatewayPort")
             .and_then(|n| self.port(n, &f.child("gatewayPort")));
@@ -509,10 +490,7 @@ impl Reader<'_> {
             self.error(
                 node.at,
                 path,
-                format!(
-                    "{path} is {:?}; it must be one of Same, All, Selector",
-                    s.value
-                ),
+                format!("{path} is {:?}; it must be one of Same, All, Selector", s.value),
             );
             return None;
         }
@@ -536,12 +514,8 @@ impl Reader<'_> {
         if let Some(n) = f.take("tcpKeepalive") {
             let kpath = f.child("tcpKeepalive");
             if let Some(mut k) = self.fields(n, &kpath) {
-                let idle_time = k
-                    .take("idleTime")
-                    .and_then(|n| self.duration(n, &k.child("idleTime")));
-                let interval = k
-                    .take("interval")
-                    .and_then(|n| self.duration(n, &k.child("interval")));
+                let idle_time = k.take("idleTime").and_then(|n| self.duration(n, &k.child("idleTime")));
+                let interval = k.take("interval").and_then(|n| self.duration(n, &k.child("interval")));
                 let mut keepalive = TcpKeepalive {
                     idle_time,
                     interval,
@@ -550,16 +524,11 @@ impl Reader<'_> {
                 if let Some(n) = k.take("probes") {
                     let field = k.child("probes");
                     match &n.value {
-                        Value::Int(p) if (1..=i128::from(u32::MAX)).contains(p) => {
-                            keepalive.probes = Some(*p as u32)
-                        }
+                        Value::Int(p) if (1..=i128::from(u32::MAX)).contains(p) => keepalive.probes = Some(*p as u32),
                         other => self.error(
                             n.at,
                             &field,
-                            format!(
-                                "{field} must be an integer of at least 1, found {}",
-                                describe(other)
-                            ),
+                            format!("{field} must be an integer of at least 1, found {}", describe(other)),
                         ),
                     }
                 }
@@ -593,12 +562,8 @@ impl Reader<'_> {
             Some(n) => item.fqdn = self.string(n, &f.child("fqdn")),
             None => self.missing(&f, "fqdn"),
         }
-        item.name = f
-            .take("name")
-            .and_then(|n| self.string(n, &f.child("name")));
-        item.namespace = f
-            .take("namespace")
-            .and_then(|n| self.string(n, &f.child("namespace")));
+        item.name = f.take("name").and_then(|n| self.string(n, &f.child("name")));
+        item.namespace = f.take("namespace").and_then(|n| self.string(n, &f.child("namespace")));
         if let Some(n) = f.take("service") {
             let spath = f.child("service");
             if let Some(mut s) = self.fields(n, &spath) {
@@ -717,10 +682,7 @@ mod tests {
 
     #[test]
     fn suggests_the_closest_key() {
-        assert_eq!(
-            closest("gatewayport", &["fqdn", "gatewayPort"]),
-            Some("gatewayPort")
-        );
+        assert_eq!(closest("gatewayport", &["fqdn", "gatewayPort"]), Some("gatewayPort"));
         assert_eq!(closest("fdqn", &["fqdn", "name"]), Some("fqdn"));
         assert_eq!(closest("weight", &["fqdn", "name"]), None);
     }

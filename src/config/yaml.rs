@@ -188,13 +188,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
                 line: key.referenced.line() as u32,
                 column: key.referenced.column() as u32,
             };
-            entries.push((
-                Key {
-                    name: key.value,
-                    at,
-                },
-                node(value),
-            ));
+            entries.push((Key { name: key.value, at }, node(value)));
         }
         Ok(Value::Map(entries))
     }

@@ -75,9 +75,7 @@ pub enum SniffError {
     Hello(#[from] HelloError),
     /// Bytes arrived before the router answered a negotiation request
     /// (CVE-2021-23214: they would be taken as already encrypted).
-    #[error(
-        "{0} bytes arrived before the reply to the client's {1} (CVE-2021-23214 injection pattern)"
-    )]
+    #[error("{0} bytes arrived before the reply to the client's {1} (CVE-2021-23214 injection pattern)")]
     Injection(usize, &'static str),
     /// Too many GSSENC/SSL requests in a row.
     #[error("more than {MAX_NEGOTIATION_ROUNDS} PostgreSQL negotiation requests")]
@@ -99,10 +97,7 @@ where
             tls::CONTENT_HANDSHAKE => return read_hello(client, buf, negotiation, max_hello).await,
             // After our `S` the client must start TLS.
             _ if negotiation == Negotiation::PgSslRequest => {
-                return Err(HelloError::Malformed(
-                    "the client did not start TLS after the SSLRequest",
-                )
-                .into())
+                return Err(HelloError::Malformed("the client did not start TLS after the SSLRequest").into())
             }
             0 => {
                 fill(client, &mut buf, 8, max_hello).await?;
@@ -162,12 +157,7 @@ where
 }
 
 /// Answer a negotiation request with one byte, unless the client already sent more.
-async fn answer<S>(
-    client: &mut S,
-    buf: &[u8],
-    reply: u8,
-    request: &'static str,
-) -> Result<(), SniffError>
+async fn answer<S>(client: &mut S, buf: &[u8], reply: u8, request: &'static str) -> Result<(), SniffError>
 where
     S: AsyncWrite + Unpin,
 {
@@ -181,12 +171,7 @@ where
 
 /// Read until `buf` holds at least `want` bytes. Reads never ask for more
 /// than `max` in total, so a client cannot make the buffer grow past the bound.
-async fn fill<S>(
-    client: &mut S,
-    buf: &mut Vec<u8>,
-    want: usize,
-    max: usize,
-) -> Result<(), SniffError>
+async fn fill<S>(client: &mut S, buf: &mut Vec<u8>, want: usize, max: usize) -> Result<(), SniffError>
 where
     S: AsyncRead + Unpin,
 {
@@ -246,8 +231,7 @@ mod tests {
     async fn ssl_request_is_answered_then_hello_read() {
         let bytes = hello(Some("db.example.com"), &[], 0);
         let gss = vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
-        let (result, answers) =
-            sniff_chunks(vec![gss, postgres::SSL_REQUEST.to_vec(), bytes.clone()]).await;
+        let (result, answers) = sniff_chunks(vec![gss, postgres::SSL_REQUEST.to_vec(), bytes.clone()]).await;
         let Ok(Sniffed::Tls(h)) = result else {
             panic!("{result:?}")
         };
@@ -276,10 +260,7 @@ mod tests {
         let mut startup = vec![0, 0, 0, 23, 0, 3, 0, 0];
         startup.extend_from_slice(b"user\0app\0\0\0\0\0\0\0");
         let (result, _) = sniff_chunks(vec![startup]).await;
-        assert!(
-            matches!(result, Ok(Sniffed::PgStartup { minor: 0 })),
-            "{result:?}"
-        );
+        assert!(matches!(result, Ok(Sniffed::PgStartup { minor: 0 })), "{result:?}");
 
         let cancel = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 1, 2, 3, 4, 5, 6, 7, 8];
         let (result, _) = sniff_chunks(vec![cancel.clone()]).await;
@@ -301,8 +282,7 @@ mod tests {
         let partial = hello(Some("a.example.com"), &[], 0)[..30].to_vec();
         let (result, _) = sniff_chunks(vec![partial]).await;
         assert!(matches!(result, Err(SniffError::Closed)));
-        let (result, _) =
-            sniff_chunks(vec![postgres::SSL_REQUEST.to_vec(), b"hello".to_vec()]).await;
+        let (result, _) = sniff_chunks(vec![postgres::SSL_REQUEST.to_vec(), b"hello".to_vec()]).await;
         assert!(
             matches!(result, Err(SniffError::Hello(HelloError::Malformed(_)))),
             "{result:?}"
@@ -316,10 +296,7 @@ mod tests {
         client.write_all(&big).await.unwrap();
         let result = sniff(&mut server, 4096).await;
         assert!(
-            matches!(
-                result,
-                Err(SniffError::Hello(HelloError::TooLarge { limit: 4096 }))
-            ),
+            matches!(result, Err(SniffError::Hello(HelloError::TooLarge { limit: 4096 }))),
             "{result:?}"
         );
     }

@@ -49,9 +49,7 @@ pub fn classify(head: &[u8; 8]) -> Option<PgMessage> {
     match code {
         SSL_REQUEST_CODE if len == 8 => Some(PgMessage::SslRequest),
         GSSENC_REQUEST_CODE if len == 8 => Some(PgMessage::GssEncRequest),
-        CANCEL_REQUEST_CODE if (16..=MAX_CANCEL).contains(&len) => {
-            Some(PgMessage::CancelRequest { len })
-        }
+        CANCEL_REQUEST_CODE if (16..=MAX_CANCEL).contains(&len) => Some(PgMessage::CancelRequest { len }),
         _ if code >> 16 == 3 && (8..=MAX_STARTUP).contains(&len) => Some(PgMessage::Startup {
             major: 3,
             minor: (code & 0xffff) as u16,

@@ -6,8 +6,8 @@
 //! one sending it all at once. Parsing proper is `tls-parser`'s.
 
 use tls_parser::{
-    parse_tls_client_hello_extensions, parse_tls_message_handshake, SNIType, TlsExtension,
-    TlsMessage, TlsMessageHandshake,
+    parse_tls_client_hello_extensions, parse_tls_message_handshake, SNIType, TlsExtension, TlsMessage,
+    TlsMessageHandshake,
 };
 
 /// TLS record content type `handshake`.
@@ -90,9 +90,7 @@ impl HelloReader {
                 // oversized or foreign message is refused before its body.
                 let partial = &buf[self.next_record + RECORD_HEADER..];
                 let mut head = self.handshake.clone();
-                head.extend_from_slice(
-                    &partial[..partial.len().min(4usize.saturating_sub(head.len()))],
-                );
+                head.extend_from_slice(&partial[..partial.len().min(4usize.saturating_sub(head.len()))]);
                 self.check_header(&head)?;
                 return self.need_more(buf);
             };
@@ -115,9 +113,7 @@ impl HelloReader {
             return Ok(None);
         };
         if kind != HANDSHAKE_CLIENT_HELLO {
-            return Err(HelloError::Malformed(
-                "first handshake message is not a ClientHello",
-            ));
+            return Err(HelloError::Malformed("first handshake message is not a ClientHello"));
         }
         let body = u32::from_be_bytes([0, a, b, c]) as usize;
         // Each record adds a 5-byte header on the wire; the hello cannot fit
@@ -142,14 +138,10 @@ fn parse(message: &[u8]) -> Result<ClientHello, HelloError> {
         return Err(HelloError::Malformed("ClientHello fields do not parse"));
     };
     let TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)) = msg else {
-        return Err(HelloError::Malformed(
-            "first handshake message is not a ClientHello",
-        ));
+        return Err(HelloError::Malformed("first handshake message is not a ClientHello"));
     };
     if !rest.is_empty() {
-        return Err(HelloError::Malformed(
-            "trailing bytes after the ClientHello",
-        ));
+        return Err(HelloError::Malformed("trailing bytes after the ClientHello"));
     }
     let mut out = ClientHello::default();
     let Some(ext) = hello.ext else { return Ok(out) };
@@ -169,8 +161,8 @@ fn parse(message: &[u8]) -> Result<ClientHello, HelloError> {
                     return Err(HelloError::Malformed("server_name lists two host names"));
                 }
                 if let Some((_, name)) = first {
-                    let name = std::str::from_utf8(name)
-                        .map_err(|_| HelloError::Malformed("server_name is not ASCII"))?;
+                    let name =
+                        std::str::from_utf8(name).map_err(|_| HelloError::Malformed("server_name is not ASCII"))?;
                     if !name.is_ascii() {
                         return Err(HelloError::Malformed("server_name is not ASCII"));
                     }
@@ -201,11 +193,7 @@ pub(crate) mod tests {
             let mut list = vec![0u8];
             list.extend_from_slice(&(name.len() as u16).to_be_bytes());
             list.extend_from_slice(name.as_bytes());
-            push_ext(
-                &mut ext,
-                0,
-                &[&(list.len() as u16).to_be_bytes()[..], &list].concat(),
-            );
+            push_ext(&mut ext, 0, &[&(list.len() as u16).to_be_bytes()[..], &list].concat());
         }
         if !alpn.is_empty() {
             let mut list = Vec::new();
@@ -213,11 +201,7 @@ pub(crate) mod tests {
                 list.push(p.len() as u8);
                 list.extend_from_slice(p.as_bytes());
             }
-            push_ext(
-                &mut ext,
-                16,
-                &[&(list.len() as u16).to_be_bytes()[..], &list].concat(),
-            );
+            push_ext(&mut ext, 16, &[&(list.len() as u16).to_be_bytes()[..], &list].concat());
         }
         if padding > 0 {
             push_ext(&mut ext, 21, &vec![0u8; padding]);
@@ -304,10 +288,7 @@ pub(crate) mod tests {
     fn oversized_hello_is_refused_early() {
         let big = hello(Some("a.example.com"), &[], 70_000 - 100);
         // Refused from the handshake header, before the body arrives.
-        assert_eq!(
-            read_all(&big[..20], 65536),
-            Err(HelloError::TooLarge { limit: 65536 })
-        );
+        assert_eq!(read_all(&big[..20], 65536), Err(HelloError::TooLarge { limit: 65536 }));
         assert_eq!(
             read_all(&hello(Some("a.example.com"), &[], 2000), 1024),
             Err(HelloError::TooLarge { limit: 1024 })
@@ -319,33 +300,18 @@ pub(crate) mod tests {
         let good = hello(Some("a.example.com"), &[], 0);
         let mut not_hello = good.clone();
         not_hello[5] = 2; // ServerHello
-        assert!(matches!(
-            read_all(&not_hello, 65536),
-            Err(HelloError::Malformed(_))
-        ));
+        assert!(matches!(read_all(&not_hello, 65536), Err(HelloError::Malformed(_))));
         let mut bad_version = good.clone();
         bad_version[1] = 2;
-        assert!(matches!(
-            read_all(&bad_version, 65536),
-            Err(HelloError::Malformed(_))
-        ));
+        assert!(matches!(read_all(&bad_version, 65536), Err(HelloError::Malformed(_))));
         let mut alert_first = good.clone();
         alert_first[0] = 0x15;
-        assert!(matches!(
-            read_all(&alert_first, 65536),
-            Err(HelloError::Malformed(_))
-        ));
+        assert!(matches!(read_all(&alert_first, 65536), Err(HelloError::Malformed(_))));
         let mut bad_ext = good.clone();
         let n = bad_ext.len();
         bad_ext[n - 3] = 0xff; // SNI list length beyond the extension
-        assert!(matches!(
-            read_all(&bad_ext, 65536),
-            Err(HelloError::Malformed(_))
-        ));
+        assert!(matches!(read_all(&bad_ext, 65536), Err(HelloError::Malformed(_))));
         let zero_len = [0x16, 3, 1, 0, 0];
-        assert!(matches!(
-            read_all(&zero_len, 65536),
-            Err(HelloError::Malformed(_))
-        ));
+        assert!(matches!(read_all(&zero_len, 65536), Err(HelloError::Malformed(_))));
     }
 }

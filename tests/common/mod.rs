@@ -41,8 +41,7 @@ impl RouterProcess {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("values.yaml");
         std::fs::write(&path, values).unwrap();
-        let mut args: Vec<String> =
-            vec!["run".into(), "--config".into(), path.display().to_string()];
+        let mut args: Vec<String> = vec!["run".into(), "--config".into(), path.display().to_string()];
         for port in ports {
             args.push("--listen".into());
             args.push(format!("{port}=127.0.0.1:0"));
@@ -52,12 +51,7 @@ impl RouterProcess {
     }
 
     /// Spawn the binary with `args` and environment `env`; wait for `listeners` "listening" events.
-    pub fn spawn(
-        args: &[String],
-        dir: tempfile::TempDir,
-        listeners: usize,
-        env: &[(&str, &str)],
-    ) -> Self {
+    pub fn spawn(args: &[String], dir: tempfile::TempDir, listeners: usize, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(binary());
         cmd.args(["--log-format", "json"])
             .args(args)
@@ -90,10 +84,7 @@ impl RouterProcess {
                 router.logs().join("\n")
             );
             if let Ok(Some(status)) = router.child.try_wait() {
-                panic!(
-                    "router exited with {status}; logs:\n{}",
-                    router.logs().join("\n")
-                );
+                panic!("router exited with {status}; logs:\n{}", router.logs().join("\n"));
             }
             for line in router.logs() {
                 if let Some((port, addr)) = listening(&line) {
@@ -119,11 +110,7 @@ impl RouterProcess {
     pub async fn wait_log(&self, needles: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(line) = self
-                .logs()
-                .into_iter()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-            {
+            if let Some(line) = self.logs().into_iter().find(|l| needles.iter().all(|n| l.contains(n))) {
                 return line;
             }
             assert!(
@@ -266,12 +253,7 @@ pub fn subject(der: &[u8]) -> String {
 pub type Client = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// Connect to `addr` with SNI `sni` (an IP address sends no SNI), trusting `ca`.
-pub async fn tls_connect(
-    addr: SocketAddr,
-    sni: &str,
-    ca: &Ca,
-    client: Option<&Leaf>,
-) -> std::io::Result<Client> {
+pub async fn tls_connect(addr: SocketAddr, sni: &str, ca: &Ca, client: Option<&Leaf>) -> std::io::Result<Client> {
     let config = pki::client_config(ca, client, &[]).unwrap();
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;

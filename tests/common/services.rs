@@ -82,18 +82,10 @@ pub fn require(path: impl AsRef<Path>) -> PathBuf {
 /// `tests/py/<script>` with `args`.
 pub fn python(script: &str, args: &[&str]) -> Captured {
     let python = require(deps_dir().join("venv/bin/python"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/py")
-        .join(script);
-    assert!(
-        script.is_file(),
-        "no such helper script: {}",
-        script.display()
-    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script);
+    assert!(script.is_file(), "no such helper script: {}", script.display());
     let mut cmd = Command::new(python);
-    cmd.arg(script)
-        .args(args)
-        .env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd.arg(script).args(args).env("PYTHONDONTWRITEBYTECODE", "1");
     clear_pg_env(&mut cmd);
     run(&mut cmd, CLIENT_TIMEOUT)
 }
@@ -290,11 +282,7 @@ impl Client {
 
     /// Run `sql` with psycopg (libpq 18) using `negotiation`.
     pub fn psycopg(&self, negotiation: SslNegotiation, sql: &str) -> Captured {
-        let conninfo = format!(
-            "{} sslnegotiation={}",
-            self.pg_conninfo(),
-            negotiation.as_str()
-        );
+        let conninfo = format!("{} sslnegotiation={}", self.pg_conninfo(), negotiation.as_str());
         psycopg(&conninfo, sql)
     }
 
@@ -302,8 +290,7 @@ impl Client {
     /// 127.0.0.1 -p <port> -e <args>` (`-e`: an error reply exits non-zero).
     pub fn redis_cli(&self, args: &[&str]) -> Captured {
         let mut cmd = Command::new(require(REDIS_CLI));
-        cmd.args(["--tls", "--sni", &self.fqdn, "--cacert"])
-            .arg(&self.ca_file);
+        cmd.args(["--tls", "--sni", &self.fqdn, "--cacert"]).arg(&self.ca_file);
         if let Some((cert, key)) = &self.identity {
             cmd.arg("--cert").arg(cert).arg("--key").arg(key);
         }
@@ -318,20 +305,11 @@ impl Client {
     pub fn redis_py(&self, args: &[&str]) -> Captured {
         let port = self.port.to_string();
         let ca = self.ca_file.to_string_lossy().into_owned();
-        let mut argv = vec![
-            "--sni",
-            self.fqdn.as_str(),
-            "--port",
-            &port,
-            "--cacert",
-            &ca,
-        ];
-        let identity = self.identity.as_ref().map(|(c, k)| {
-            (
-                c.to_string_lossy().into_owned(),
-                k.to_string_lossy().into_owned(),
-            )
-        });
+        let mut argv = vec!["--sni", self.fqdn.as_str(), "--port", &port, "--cacert", &ca];
+        let identity = self
+            .identity
+            .as_ref()
+            .map(|(c, k)| (c.to_string_lossy().into_owned(), k.to_string_lossy().into_owned()));
         if let Some((cert, key)) = &identity {
             argv.extend(["--cert", cert.as_str(), "--key", key.as_str()]);
         }
@@ -438,16 +416,9 @@ impl Postgres {
         require(PG15_BIN.to_string() + "/pg_isready");
         let (uid, gid) = postgres_user();
 
-        let mut dir = tempfile::Builder::new()
-            .prefix("sni-pg-")
-            .tempdir()
-            .expect("tempdir");
+        let mut dir = tempfile::Builder::new().prefix("sni-pg-").tempdir().expect("tempdir");
         let root = dir.path().to_path_buf();
-        let (cert, key) = opts
-            .certs
-            .server
-            .write(&root, "server")
-            .expect("write server cert");
+        let (cert, key) = opts.certs.server.write(&root, "server").expect("write server cert");
         let ca = root.join("ca.crt");
         fs::write(&ca, opts.certs.ca.cert_pem()).expect("write ca.crt");
         for path in [&root, &cert, &key, &ca] {
@@ -457,20 +428,8 @@ impl Postgres {
         let data_dir = root.join("data");
         let mut cmd = Command::new(initdb);
         cmd.arg("-D").arg(&data_dir);
-        cmd.args([
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]);
-        cmd.arg("--no-instructions")
-            .current_dir(&root)
-            .uid(uid)
-            .gid(gid);
+        cmd.args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"]);
+        cmd.arg("--no-instructions").current_dir(&root).uid(uid).gid(gid);
         run(&mut cmd, READY_TIMEOUT).expect_ok("initdb");
 
         // The deployment's one rule, for both spellings of "from anywhere";
@@ -514,13 +473,8 @@ impl Postgres {
             let port = free_port();
             let log = File::create(&log_path).expect("create server.log");
             let mut cmd = Command::new(&postgres);
-            cmd.arg("-D")
-                .arg(&data_dir)
-                .args(["-c", &format!("port={port}")]);
-            cmd.current_dir(&root)
-                .uid(uid)
-                .gid(gid)
-                .stdin(Stdio::null());
+            cmd.arg("-D").arg(&data_dir).args(["-c", &format!("port={port}")]);
+            cmd.current_dir(&root).uid(uid).gid(gid).stdin(Stdio::null());
             cmd.stdout(log.try_clone().expect("dup log")).stderr(log);
             let child = cmd
                 .spawn()
@@ -715,11 +669,7 @@ impl Redis {
             .tempdir()
             .expect("tempdir");
         let root = dir.path().to_path_buf();
-        let (cert, key) = opts
-            .certs
-            .server
-            .write(&root, "server")
-            .expect("write server cert");
+        let (cert, key) = opts.certs.server.write(&root, "server").expect("write server cert");
         let ca = root.join("ca.crt");
         fs::write(&ca, opts.certs.ca.cert_pem()).expect("write ca.crt");
         let log_path = root.join("server.log");
@@ -728,18 +678,8 @@ impl Redis {
             let port = free_port();
             let log = File::create(&log_path).expect("create server.log");
             let mut cmd = Command::new(&server);
-            cmd.args([
-                "--port",
-                "0",
-                "--tls-port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ]);
-            cmd.arg("--tls-cert-file")
-                .arg(&cert)
-                .arg("--tls-key-file")
-                .arg(&key);
+            cmd.args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"]);
+            cmd.arg("--tls-cert-file").arg(&cert).arg("--tls-key-file").arg(&key);
             cmd.arg("--tls-ca-cert-file")
                 .arg(&ca)
                 .args(["--tls-auth-clients", "yes"]);
@@ -869,11 +809,7 @@ impl Captured {
 
 impl fmt::Display for Captured {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let timed_out = if self.timed_out {
-            " (killed: timed out)"
-        } else {
-            ""
-        };
+        let timed_out = if self.timed_out { " (killed: timed out)" } else { "" };
         writeln!(f, "$ {}\nstatus: {}{timed_out}", self.command, self.status)?;
         writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
         write!(f, "--- stderr ---\n{}", self.stderr.trim_end())
