@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::access::Access;
 use crate::config::values::parse_duration;
 use crate::router::Options;
 use crate::routes::{Backends, DEFAULT_CLUSTER_DOMAIN};
@@ -55,8 +56,23 @@ pub struct RunArgs {
     /// How long open connections may finish after SIGTERM/SIGINT.
     #[arg(long, env = "SNI_ROUTER_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,
+    /// Admin endpoint (/ready, /metrics, /config_dump, ...); `off` disables it.
+    #[arg(long, env = "SNI_ROUTER_ADMIN", default_value = "127.0.0.1:9901", value_parser = admin_addr)]
+    pub admin: AdminAddr,
+    /// How often to check the config file for changes (0s: only on SIGHUP).
+    #[arg(long, env = "SNI_ROUTER_WATCH_INTERVAL", default_value = "2s", value_parser = duration_or_zero)]
+    pub watch_interval: Duration,
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+/// Where the admin endpoint listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAddr {
+    /// Not started.
+    Off,
+    /// Listen here.
+    At(SocketAddr),
 }
 
 /// `sni-router demo`.
@@ -96,6 +112,21 @@ pub struct ServeArgs {
     /// Close a connection after this long without traffic either way (Envoy tcp_proxy idle_timeout).
     #[arg(long, env = "SNI_ROUTER_IDLE_TIMEOUT", default_value = "1h", value_parser = duration)]
     pub idle_timeout: Duration,
+    /// Most connections open at once, all ports together; more are closed at once (0: no limit).
+    #[arg(long, env = "SNI_ROUTER_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+    /// Most connections still sending their ClientHello at once, so slow clients cannot starve the rest.
+    #[arg(long, env = "SNI_ROUTER_MAX_PENDING_HELLOS", default_value_t = 1024)]
+    pub max_pending_hellos: usize,
+    /// Accept clients only from CIDR (repeatable); PORT=CIDR limits one gateway port.
+    #[arg(long = "allow-cidr", env = "SNI_ROUTER_ALLOW_CIDR", value_delimiter = ',', value_parser = cidr_entry)]
+    pub allow_cidr: Vec<(Option<u16>, ipnet::IpNet)>,
+    /// Expect a PROXY protocol v1 or v2 header from a load balancer before the client's bytes.
+    #[arg(long, env = "SNI_ROUTER_ACCEPT_PROXY_PROTOCOL")]
+    pub accept_proxy_protocol: bool,
+    /// Send a PROXY protocol v2 header to backends with the client's address.
+    #[arg(long, env = "SNI_ROUTER_SEND_PROXY_PROTOCOL")]
+    pub send_proxy_protocol: bool,
 }
 
 impl ServeArgs {
@@ -118,6 +149,11 @@ impl ServeArgs {
                 connect_timeout: self.connect_timeout,
                 idle_timeout: self.idle_timeout,
             },
+            max_connections: self.max_connections,
+            max_pending_hellos: self.max_pending_hellos,
+            allow: Access::new(&self.allow_cidr),
+            accept_proxy_protocol: self.accept_proxy_protocol,
+            send_proxy_protocol: self.send_proxy_protocol,
         }
     }
 }
@@ -125,6 +161,43 @@ impl ServeArgs {
 /// `120s`, `1h30m`, `500ms`: the Gateway API duration format the values file uses.
 fn duration(text: &str) -> Result<Duration, String> {
     parse_duration(text)
+}
+
+/// Like `duration`, and `0`/`0s` for "never".
+fn duration_or_zero(text: &str) -> Result<Duration, String> {
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
+}
+
+/// `127.0.0.1:9901`, `[::1]:9901`, or `off`.
+fn admin_addr(text: &str) -> Result<AdminAddr, String> {
+    if text == "off" {
+        return Ok(AdminAddr::Off);
+    }
+    text.parse()
+        .map(AdminAddr::At)
+        .map_err(|_| format!("{text:?} is not ADDR:PORT or off"))
+}
+
+/// `10.0.0.0/8` (every port) or `5432=10.0.0.0/8` (one gateway port); a bare address is a /32 or /128.
+fn cidr_entry(text: &str) -> Result<(Option<u16>, ipnet::IpNet), String> {
+    let (port, net) = match text.split_once('=') {
+        Some((port, net)) => (
+            Some(
+                port.parse::<u16>()
+                    .map_err(|_| format!("{port:?} is not a gateway port"))?,
+            ),
+            net,
+        ),
+        None => (None, text),
+    };
+    let net = net
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| net.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{net:?} is not a CIDR such as 10.0.0.0/8 or fd00::/8"))?;
+    Ok((port, net))
 }
 
 /// `PORT=ADDR:PORT`, e.g. `5432=127.0.0.1:15432` or `443=[::1]:8443`.
@@ -180,6 +253,14 @@ mod tests {
         assert!(backend_entry("pg=db:5432").is_err());
         assert!(backend_entry("pg.ns=db").is_err());
         assert!(backend_entry("pg.ns=db:0").is_err());
+        assert_eq!(cidr_entry("10.0.0.0/8").unwrap(), (None, "10.0.0.0/8".parse().unwrap()));
+        assert_eq!(
+            cidr_entry("5432=fd00::/8").unwrap(),
+            (Some(5432), "fd00::/8".parse().unwrap())
+        );
+        assert_eq!(cidr_entry("192.0.2.7").unwrap().1, "192.0.2.7/32".parse().unwrap());
+        assert!(cidr_entry("10.0.0.0/33").is_err());
+        assert_eq!(admin_addr("off").unwrap(), AdminAddr::Off);
     }
 
     #[test]
@@ -189,7 +270,7 @@ mod tests {
         for sub in cli.get_subcommands() {
             for arg in sub.get_arguments() {
                 let id = arg.get_id().as_str();
-                if ["help", "version"].contains(&id) {
+                if ["help", "version", "log_format"].contains(&id) {
                     continue;
                 }
                 assert!(arg.get_env().is_some(), "{} --{id} has no env", sub.get_name());

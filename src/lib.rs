@@ -24,10 +24,12 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod forward;
+pub mod lifecycle;
 pub mod listener;
 pub mod pki;
 pub mod router;

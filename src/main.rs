@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sni_router::cli::{Cli, Command, LogFormat, RunArgs};
-use sni_router::{config, demo, router::Router};
+use sni_router::cli::{Cli, Command, LogFormat};
+use sni_router::{demo, lifecycle};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -20,7 +20,17 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => match lifecycle::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ lifecycle::RunError::Config(_)) => {
+                    eprint!("sni-router: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("sni-router: {e}");
+                    ExitCode::FAILURE
+                }
+            },
             Command::Demo(args) => match demo::run(&args).await {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
@@ -35,65 +45,6 @@ fn main() -> ExitCode {
             },
         }
     })
-}
-
-async fn run(args: RunArgs) -> ExitCode {
-    let config = match config::load_file(&args.config) {
-        Ok(config) => config,
-        Err(e) => {
-            eprint!("sni-router: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    for warning in &config.warnings {
-        tracing::warn!("{}", warning.display(&config.source));
-    }
-    if config.routes.is_empty() {
-        tracing::warn!(config = %config.source.display(), "routes.tls is empty: nothing to listen on");
-    }
-    let router = match Router::start(&config, args.serve.options(args.bind)).await {
-        Ok(router) => router,
-        Err(e) => {
-            eprintln!("sni-router: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    tracing::info!(config = %config.source.display(), routes = config.routes.len(), "serving");
-    wait_for_stop_signal().await;
-    tracing::info!(timeout = ?args.drain_timeout, "draining: no new connections, waiting for open ones");
-    let drained = tokio::select! {
-        drained = router.shutdown(args.drain_timeout) => drained,
-        () = wait_for_stop_signal() => {
-            tracing::warn!("second signal: exiting now");
-            false
-        }
-    };
-    if !drained {
-        tracing::warn!("drain timeout reached or interrupted; closing remaining connections");
-    }
-    ExitCode::SUCCESS
-}
-
-async fn wait_for_stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 fn init_tracing(format: LogFormat) {

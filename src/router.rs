@@ -9,6 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::listener::{self, BindError, Shared};
 use crate::routes::{Backends, RouteTable};
@@ -25,6 +26,16 @@ pub struct Options {
     pub backends: Backends,
     /// Timeouts and size bounds.
     pub limits: Limits,
+    /// Most connections open at once (0: no limit).
+    pub max_connections: usize,
+    /// Most connections in the ClientHello phase at once (0: no limit).
+    pub max_pending_hellos: usize,
+    /// Allowed client networks.
+    pub allow: Access,
+    /// Expect a PROXY protocol header before the client's bytes.
+    pub accept_proxy_protocol: bool,
+    /// Send a PROXY protocol v2 header to backends.
+    pub send_proxy_protocol: bool,
 }
 
 impl Default for Options {
@@ -34,6 +45,11 @@ impl Default for Options {
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             backends: Backends::default(),
             limits: Limits::default(),
+            max_connections: 0,
+            max_pending_hellos: 1024,
+            allow: Access::default(),
+            accept_proxy_protocol: false,
+            send_proxy_protocol: false,
         }
     }
 }
