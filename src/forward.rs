@@ -8,8 +8,10 @@
 use std::io;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use prometheus::IntCounter;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -18,13 +20,22 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Per-direction buffer, allocated when the first byte arrives.
 const BUF_SIZE: usize = 64 * 1024;
 
-/// Bytes moved so far, readable while the connection runs.
+/// Bytes moved so far, readable while the connection runs; once a route is
+/// known, also added to that route's Prometheus counters as they move.
 #[derive(Debug, Default)]
 pub struct Counters {
+    upstream: AtomicU64,
+    downstream: AtomicU64,
+    live: OnceLock<(IntCounter, IntCounter)>,
+}
+
+/// A direction of traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
     /// Client → backend.
-    pub upstream: AtomicU64,
+    Upstream,
     /// Backend → client.
-    pub downstream: AtomicU64,
+    Downstream,
 }
 
 /// Bytes moved in each direction.
@@ -66,7 +77,8 @@ pub async fn forward(client: &TcpStream, backend: &TcpStream, idle: Duration, co
         backend,
         Side::Client,
         Side::Backend,
-        &counters.upstream,
+        Direction::Upstream,
+        counters,
         &last,
         start,
     );
@@ -75,7 +87,8 @@ pub async fn forward(client: &TcpStream, backend: &TcpStream, idle: Duration, co
         client,
         Side::Backend,
         Side::Client,
-        &counters.downstream,
+        Direction::Downstream,
+        counters,
         &last,
         start,
     );
@@ -106,12 +119,14 @@ pub async fn forward(client: &TcpStream, backend: &TcpStream, idle: Duration, co
 }
 
 /// Copy `from` → `to` until EOF, then shut down writing on `to`.
+#[allow(clippy::too_many_arguments)]
 async fn pipe(
     from: &TcpStream,
     to: &TcpStream,
     from_side: Side,
     to_side: Side,
-    count: &AtomicU64,
+    direction: Direction,
+    counters: &Counters,
     last: &AtomicU64,
     start: Instant,
 ) -> Result<(), (Side, io::Error)> {
@@ -143,12 +158,29 @@ async fn pipe(
                 Err(e) => return Err((to_side, e)),
             }
         }
-        count.fetch_add(n as u64, Ordering::Relaxed);
+        counters.add(direction, n as u64);
         last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
 
 impl Counters {
+    /// From now on, also count into these (upstream, downstream) counters.
+    pub fn attach(&self, live: (IntCounter, IntCounter)) {
+        let _ = self.live.set(live);
+    }
+
+    /// Count `n` bytes moved in `direction`.
+    pub fn add(&self, direction: Direction, n: u64) {
+        let (local, live) = match direction {
+            Direction::Upstream => (&self.upstream, self.live.get().map(|l| &l.0)),
+            Direction::Downstream => (&self.downstream, self.live.get().map(|l| &l.1)),
+        };
+        local.fetch_add(n, Ordering::Relaxed);
+        if let Some(counter) = live {
+            counter.inc_by(n);
+        }
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         Stats {

@@ -25,13 +25,16 @@
 #![deny(unsafe_code)]
 
 pub mod access;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod forward;
 pub mod lifecycle;
 pub mod listener;
+pub mod metrics;
 pub mod pki;
+pub mod proxy_protocol;
 pub mod router;
 pub mod routes;
 pub mod session;

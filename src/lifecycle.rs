@@ -1,9 +1,21 @@
-//! `sni-router run`: load, serve, and react to the outside world: SIGHUP or a
-//! changed config file reloads, SIGTERM/SIGINT drains, a second signal exits.
+//! `sni-router run`: load, serve, and react to the outside world.
+//!
+//! * SIGHUP, or a change of the config file's content (checked every
+//!   `--watch-interval`; re-reading the path follows the `..data` symlink
+//!   swap a Kubernetes ConfigMap mount does): validate, then swap the route
+//!   table. A bad file keeps the old config, is logged with line and field,
+//!   and counts as a failed reload.
+//! * SIGTERM/SIGINT: `/ready` turns 503, listeners close, open connections
+//!   get `--drain-timeout`, then exit 0. A second signal exits at once.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::RunArgs;
+use tokio::net::TcpListener;
+
+use crate::cli::{AdminAddr, RunArgs};
 use crate::config::{self, ConfigError};
 use crate::listener::BindError;
 use crate::router::Router;
@@ -17,56 +29,186 @@ pub enum RunError {
     /// A gateway port could not be bound.
     #[error("{0}")]
     Bind(#[from] BindError),
+    /// The admin address could not be bound.
+    #[error("admin endpoint: cannot listen on {addr}: {source}")]
+    Admin {
+        /// The address tried.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Serve until a stop signal, then drain.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    // Installed first: until a handler exists, SIGHUP or SIGTERM would kill the process outright.
+    let mut stop = StopSignals::new();
+    #[cfg(unix)]
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(not(unix))]
+    let hangup = None;
     let config = config::load_file(&args.config)?;
     for warning in &config.warnings {
         tracing::warn!("{}", warning.display(&config.source));
     }
     if config.routes.is_empty() {
-        tracing::warn!(config = %config.source.display(), "routes.tls is empty: nothing to listen on");
+        tracing::warn!(config = %config.source.display(), "routes.tls is empty: nothing to listen on yet");
     }
     let router = Router::start(&config, args.serve.options(args.bind)).await?;
+    if let AdminAddr::At(addr) = args.admin {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Admin { addr, source })?;
+        let local = listener.local_addr().unwrap_or(addr);
+        tracing::info!(address = %local, "admin listening");
+        tokio::spawn(crate::admin::serve(listener, router.clone()));
+    }
     tracing::info!(config = %config.source.display(), routes = config.routes.len(), "serving");
-    wait_for_stop_signal().await;
-    drain(router, args.drain_timeout).await;
+
+    let reloads = tokio::spawn(reload_loop(
+        router.clone(),
+        args.config.clone(),
+        args.watch_interval,
+        hangup,
+    ));
+    stop.recv().await;
+    reloads.abort();
+    tracing::info!(timeout = ?args.drain_timeout, open = router.open_connections(), "draining: no new connections");
+    let drained = tokio::select! {
+        drained = router.shutdown(args.drain_timeout) => drained,
+        () = stop.recv() => {
+            tracing::warn!("second signal: exiting now");
+            return Ok(());
+        }
+    };
+    if drained {
+        tracing::info!("drained: every connection finished");
+    } else {
+        tracing::warn!(
+            open = router.open_connections(),
+            "drain timeout reached; closing the remaining connections"
+        );
+    }
     Ok(())
 }
 
-async fn drain(router: Router, timeout: Duration) {
-    tracing::info!(timeout = ?timeout, "draining: no new connections, waiting for open ones");
-    let drained = tokio::select! {
-        drained = router.shutdown(timeout) => drained,
-        () = wait_for_stop_signal() => {
-            tracing::warn!("second signal: exiting now");
-            false
+/// Reload on SIGHUP and whenever the file's content changes.
+async fn reload_loop(router: Arc<Router>, path: PathBuf, interval: Duration, mut hup: Option<Hangup>) {
+    let mut last = std::fs::read(&path).ok();
+    let mut tick = tokio::time::interval(if interval.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        interval
+    });
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let hangup = async {
+            match hup.as_mut() {
+                #[cfg(unix)]
+                Some(signal) => signal.recv().await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = hangup => {
+                tracing::info!("SIGHUP: reloading");
+                last = std::fs::read(&path).ok();
+                reload(&router, &path).await;
+            }
+            _ = tick.tick(), if !interval.is_zero() => {
+                // During a ConfigMap update the path may briefly not exist; try again next tick.
+                let Ok(now) = std::fs::read(&path) else { continue };
+                if last.as_deref() != Some(now.as_slice()) {
+                    tracing::info!(config = %path.display(), "config file changed: reloading");
+                    last = Some(now);
+                    reload(&router, &path).await;
+                }
+            }
         }
-    };
-    if !drained {
-        tracing::warn!("drain timeout reached or interrupted; closing remaining connections");
     }
 }
 
-async fn wait_for_stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+/// Load and apply `path`; on any failure keep the running config.
+pub async fn reload(router: &Router, path: &Path) -> bool {
+    let reloads = &router.metrics().reloads;
+    let config = match config::load_file(path) {
+        Ok(config) => config,
+        Err(e) => {
+            for problem in &e.problems {
+                tracing::error!("{}", problem.display(&e.source));
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            tracing::error!(config = %path.display(), "reload failed: keeping the previous config");
+            reloads.with_label_values(&["failure"]).inc();
+            return false;
+        }
+    };
+    for warning in &config.warnings {
+        tracing::warn!("{}", warning.display(&config.source));
+    }
+    match router.reload(&config).await {
+        Ok(()) => {
+            tracing::info!(config = %path.display(), routes = config.routes.len(), "config reloaded");
+            reloads.with_label_values(&["success"]).inc();
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed: keeping the previous config");
+            reloads.with_label_values(&["failure"]).inc();
+            false
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// SIGTERM and SIGINT, listened for from the start.
+struct StopSignals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match self.term.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let int = async {
+                match self.int.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = term => {}
+                _ = int => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

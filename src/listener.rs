@@ -1,28 +1,48 @@
-//! Listeners: bind one socket per gateway port, accept, and run a session per
-//! connection in its own task and tracing span; log each connection once.
+//! Listeners: bind one socket per gateway port, accept, apply the
+//! connection limits, and run a session per connection in its own task and
+//! tracing span. Each connection is logged and counted once, when it ends.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+use crate::config::TcpKeepalive;
 use crate::forward::{Counters, End};
 use crate::routes::RouteTable;
-use crate::session::{self, Ending, Fault, Limits, Outcome};
+use crate::session::{self, Conn, Context, Ending, Fault, Outcome, Reject};
 
-/// State every session of every listener reads.
-#[derive(Debug)]
+/// State every listener and session reads.
 pub struct Shared {
     /// The current route table; replaced whole on reload.
     pub table: ArcSwap<RouteTable>,
-    /// Timeouts and size bounds.
-    pub limits: Limits,
+    /// Limits, policy and metrics for sessions.
+    pub ctx: Context,
+    /// Most connections open at once (0: no limit).
+    pub max_connections: usize,
+    /// Permits for connections still sending their ClientHello (None: no limit).
+    pub hellos: Option<Arc<Semaphore>>,
+    /// Size of `hellos`.
+    pub max_pending_hellos: usize,
+    /// Connections open now, all listeners together.
+    pub open: OpenConnections,
 }
+
+/// Counts open connections; drain waits for it to reach zero.
+#[derive(Debug, Default)]
+pub struct OpenConnections {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One open connection; dropping it updates the count.
+pub struct OpenGuard(Arc<Shared>);
 
 /// A gateway port could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -53,15 +73,10 @@ pub async fn bind(port: u16, addr: SocketAddr) -> Result<TcpListener, BindError>
     socket.listen(1024).map_err(fail)
 }
 
-/// Accept on `listener` until `stop` turns true. Each session holds a clone of
-/// `open`, so the owner can wait for the last one to finish.
-pub async fn serve(
-    listener: TcpListener,
-    port: u16,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-    open: mpsc::Sender<()>,
-) {
+/// Accept on `listener` until `stop` turns true; the socket closes on return.
+pub async fn serve(listener: TcpListener, port: u16, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let label = port.to_string();
+    let accepted_total = shared.ctx.metrics.accepted.with_label_values(&[&label]);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -74,26 +89,86 @@ pub async fn serve(
                 continue;
             }
         };
-        let shared = shared.clone();
-        let open = open.clone();
-        let span = tracing::info_span!("conn", listener = port, client.addr = %peer);
-        tokio::spawn(
-            async move {
-                connection(stream, peer, port, &shared).await;
-                drop(open);
+        accepted_total.inc();
+        let Some(open) = OpenGuard::enter(&shared) else {
+            finish(
+                &shared,
+                port,
+                Outcome::refused(peer, Reject::ConnectionLimit(shared.max_connections)),
+                None,
+            );
+            continue;
+        };
+        let permit = match hello_permit(&shared) {
+            Ok(permit) => permit,
+            Err(reject) => {
+                finish(&shared, port, Outcome::refused(peer, reject), None);
+                continue;
             }
-            .instrument(span),
-        );
+        };
+        let span = tracing::info_span!("conn", listener = port, client.addr = %peer);
+        tokio::spawn(connection(stream, peer, port, open, permit).instrument(span));
     }
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, port: u16, shared: &Shared) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    open: OpenGuard,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let shared = &open.0;
     let _ = stream.set_nodelay(true);
+    let table = shared.table.load_full();
+    if let Some(keepalive) = table.keepalive(port) {
+        set_keepalive(&stream, keepalive);
+    }
+    let local = stream.local_addr().unwrap_or(peer);
+    let active = shared.ctx.metrics.active.with_label_values(&[&port.to_string()]);
+    active.inc();
     let started = tokio::time::Instant::now();
     let counters = Counters::default();
-    let table = shared.table.load_full();
-    let outcome = session::run(stream, port, table, &shared.limits, &counters).await;
-    access_log(&outcome, peer, port, &counters, started.elapsed());
+    let conn = Conn { port, peer, local };
+    let outcome = session::run(stream, conn, table, &shared.ctx, permit, &counters).await;
+    active.dec();
+    finish(shared, port, outcome, Some((&counters, started.elapsed())));
+}
+
+/// Envoy Gateway's `tcpKeepalive`: SO_KEEPALIVE on, and each field that is
+/// set overrides the kernel default.
+fn set_keepalive(stream: &TcpStream, keepalive: TcpKeepalive) {
+    let mut params = socket2::TcpKeepalive::new();
+    if let Some(idle) = keepalive.idle_time {
+        params = params.with_time(idle);
+    }
+    if let Some(interval) = keepalive.interval {
+        params = params.with_interval(interval);
+    }
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+    if let Some(probes) = keepalive.probes {
+        params = params.with_retries(probes);
+    }
+    let socket = socket2::SockRef::from(stream);
+    let result = if keepalive.idle_time.is_none() && keepalive.interval.is_none() && keepalive.probes.is_none() {
+        socket.set_keepalive(true)
+    } else {
+        socket.set_tcp_keepalive(&params)
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "cannot set TCP keepalive");
+    }
+}
+
+fn hello_permit(shared: &Shared) -> Result<Option<OwnedSemaphorePermit>, Reject> {
+    match &shared.hellos {
+        None => Ok(None),
+        Some(semaphore) => semaphore
+            .clone()
+            .try_acquire_owned()
+            .map(Some)
+            .map_err(|_| Reject::HelloLimit(shared.max_pending_hellos)),
+    }
 }
 
 /// Accept errors never end the loop: resets are the client's business; out of
@@ -110,9 +185,44 @@ async fn pause_on_accept_error(port: u16, e: &io::Error) {
     }
 }
 
+/// Count and log a finished connection, once.
+fn finish(shared: &Shared, port: u16, outcome: Outcome, traffic: Option<(&Counters, Duration)>) {
+    let metrics = &shared.ctx.metrics;
+    let listener = port.to_string();
+    let route = outcome.target.as_ref().map(|t| t.route.name.as_str()).unwrap_or("-");
+    if let Some(t) = outcome.hello_time {
+        metrics.hello(&listener).observe(t.as_secs_f64());
+    }
+    if let Some(t) = outcome.connect_time {
+        metrics
+            .connect_seconds
+            .with_label_values(&[&listener, route])
+            .observe(t.as_secs_f64());
+    }
+    match &outcome.ending {
+        Ending::Forwarded(_) => {
+            metrics.routed.with_label_values(&[&listener, route]).inc();
+            if let Some((_, elapsed)) = traffic {
+                metrics
+                    .duration_seconds
+                    .with_label_values(&[&listener, route])
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
+        Ending::CancelForwarded => metrics.pg_cancels_forwarded.with_label_values(&[&listener]).inc(),
+        Ending::Rejected(reject) => {
+            metrics.rejected.with_label_values(&[&listener, reject.reason()]).inc();
+            if matches!(reject, Reject::Upstream(_)) {
+                metrics.connect_failures.with_label_values(&[&listener, route]).inc();
+            }
+        }
+    }
+    let (stats, elapsed) = traffic.map_or((Default::default(), Duration::ZERO), |(c, d)| (c.stats(), d));
+    access_log(&outcome, port, stats, elapsed);
+}
+
 /// One event per connection with everything an operator asks about it.
-fn access_log(outcome: &Outcome, peer: SocketAddr, port: u16, counters: &Counters, elapsed: Duration) {
-    let stats = counters.stats();
+fn access_log(outcome: &Outcome, port: u16, stats: crate::forward::Stats, elapsed: Duration) {
     let route = outcome.target.as_ref().map(|t| t.route.name.as_str()).unwrap_or("-");
     let backend = outcome.backend.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
     let sni = outcome.sni.as_deref().unwrap_or("-");
@@ -135,7 +245,7 @@ fn access_log(outcome: &Outcome, peer: SocketAddr, port: u16, counters: &Counter
             tracing::event!(
                 target: "sni_router::access",
                 $level,
-                client.addr = %peer,
+                client.addr = %outcome.client,
                 listener = port,
                 sni,
                 alpn,
@@ -155,5 +265,45 @@ fn access_log(outcome: &Outcome, peer: SocketAddr, port: u16, counters: &Counter
         event!(tracing::Level::WARN);
     } else {
         event!(tracing::Level::INFO);
+    }
+}
+
+// === impl OpenConnections ===
+
+impl OpenConnections {
+    /// Connections open now.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Wait until no connection is open.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl OpenGuard {
+    /// Count a new connection, unless the limit is reached.
+    fn enter(shared: &Arc<Shared>) -> Option<Self> {
+        let before = shared.open.count.fetch_add(1, Ordering::AcqRel);
+        let guard = OpenGuard(shared.clone());
+        if shared.max_connections != 0 && before >= shared.max_connections {
+            return None; // the guard's drop undoes the increment
+        }
+        Some(guard)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self.0.open.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.open.idle.notify_waiters();
+        }
     }
 }

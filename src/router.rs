@@ -1,19 +1,21 @@
-//! The assembled router: a route table and one listener per gateway port.
-//! `run`, `demo` and the tests all start one of these.
+//! The assembled router: a route table, one listener per gateway port, the
+//! open-connection count and the lifecycle phase. `run`, `demo`, the admin
+//! endpoint and the tests all drive one of these.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{watch, Mutex, Semaphore};
 
 use crate::access::Access;
 use crate::config::Config;
-use crate::listener::{self, BindError, Shared};
+use crate::listener::{self, BindError, OpenConnections, Shared};
+use crate::metrics::Metrics;
 use crate::routes::{Backends, RouteTable};
-use crate::session::Limits;
+use crate::session::{Context, Limits, Policy};
 
 /// How to start a router, beyond the values file.
 #[derive(Debug, Clone)]
@@ -54,65 +56,168 @@ impl Default for Options {
     }
 }
 
+/// Where the router is in its life; `/ready` is 200 only when `Serving`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Binding listeners.
+    Starting,
+    /// Every listener bound and accepting.
+    Serving,
+    /// Listeners closed; open connections finishing.
+    Draining,
+}
+
 /// A running router.
 pub struct Router {
-    addrs: BTreeMap<u16, SocketAddr>,
+    options: Options,
     shared: Arc<Shared>,
+    listeners: Mutex<BTreeMap<u16, ListenerHandle>>,
+    phase: watch::Sender<Phase>,
+    loaded: std::sync::Mutex<Loaded>,
+}
+
+struct ListenerHandle {
+    addr: SocketAddr,
     stop: watch::Sender<bool>,
-    open: mpsc::Sender<()>,
-    all_closed: mpsc::Receiver<()>,
+}
+
+/// The config in use and when it was loaded.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The values file.
+    pub source: std::path::PathBuf,
+    /// When it was loaded.
+    pub at: SystemTime,
 }
 
 impl Router {
     /// Bind every gateway port of `config` (all or nothing) and start serving.
-    pub async fn start(config: &Config, options: Options) -> Result<Self, BindError> {
+    pub async fn start(config: &Config, options: Options) -> Result<Arc<Self>, BindError> {
         let table = RouteTable::new(config, &options.backends);
-        let mut listeners = Vec::new();
+        let mut bound = Vec::new();
         for port in table.ports() {
-            let addr = options
-                .listen
-                .get(&port)
-                .copied()
-                .unwrap_or(SocketAddr::new(options.bind, port));
-            let socket = listener::bind(port, addr).await?;
-            let local = socket.local_addr().map_err(|source| BindError { port, addr, source })?;
-            listeners.push((port, local, socket));
+            bound.push(bind(&options, port).await?);
         }
+        let metrics = Metrics::new();
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(table),
-            limits: options.limits,
+            ctx: Context {
+                limits: options.limits.clone(),
+                policy: Policy {
+                    access: options.allow.clone(),
+                    accept_proxy_protocol: options.accept_proxy_protocol,
+                    send_proxy_protocol: options.send_proxy_protocol,
+                },
+                metrics,
+            },
+            max_connections: options.max_connections,
+            hellos: (options.max_pending_hellos > 0).then(|| Arc::new(Semaphore::new(options.max_pending_hellos))),
+            max_pending_hellos: options.max_pending_hellos,
+            open: OpenConnections::default(),
         });
-        let (stop, stop_rx) = watch::channel(false);
-        let (open, all_closed) = mpsc::channel(1);
-        let mut addrs = BTreeMap::new();
-        for (port, local, socket) in listeners {
-            tracing::info!(listener = port, address = %local, "listening");
-            addrs.insert(port, local);
-            tokio::spawn(listener::serve(
-                socket,
-                port,
-                shared.clone(),
-                stop_rx.clone(),
-                open.clone(),
-            ));
-        }
-        Ok(Self {
-            addrs,
+        let (phase, _) = watch::channel(Phase::Starting);
+        let router = Arc::new(Self {
+            options,
             shared,
-            stop,
-            open,
-            all_closed,
-        })
+            listeners: Mutex::new(BTreeMap::new()),
+            phase,
+            loaded: std::sync::Mutex::new(Loaded {
+                source: config.source.clone(),
+                at: SystemTime::now(),
+            }),
+        });
+        {
+            let mut listeners = router.listeners.lock().await;
+            for (port, socket) in bound {
+                listeners.insert(port, router.spawn_listener(port, socket));
+            }
+        }
+        router.count_routes();
+        router.shared.ctx.metrics.config_loaded.set(unix_now());
+        router.phase.send_replace(Phase::Serving);
+        Ok(router)
+    }
+
+    /// Swap in a new config: bind listeners for new ports first (all or
+    /// nothing), then replace the route table, then stop accepting on ports
+    /// no route uses any more. Open connections are untouched.
+    pub async fn reload(&self, config: &Config) -> Result<(), BindError> {
+        let table = RouteTable::new(config, &self.options.backends);
+        let mut listeners = self.listeners.lock().await;
+        let draining = self.phase() == Phase::Draining;
+        let mut fresh = Vec::new();
+        if !draining {
+            for port in table.ports().filter(|p| !listeners.contains_key(p)) {
+                fresh.push(bind(&self.options, port).await?);
+            }
+        }
+        let removed: Vec<u16> = listeners
+            .keys()
+            .copied()
+            .filter(|p| table.routes(*p).is_empty())
+            .collect();
+        self.shared.table.store(Arc::new(table));
+        for port in removed {
+            if let Some(handle) = listeners.remove(&port) {
+                handle.stop.send_replace(true);
+                tracing::info!(listener = port, address = %handle.addr, "stopped listening: no routes left on this port");
+            }
+        }
+        for (port, socket) in fresh {
+            listeners.insert(port, self.spawn_listener(port, socket));
+        }
+        drop(listeners);
+        self.count_routes();
+        self.shared.ctx.metrics.config_loaded.set(unix_now());
+        if let Ok(mut loaded) = self.loaded.lock() {
+            *loaded = Loaded {
+                source: config.source.clone(),
+                at: SystemTime::now(),
+            };
+        }
+        Ok(())
+    }
+
+    /// Stop accepting on every port (`/drain_listeners`, SIGTERM); open
+    /// connections keep flowing. `/ready` turns 503.
+    pub async fn stop_accepting(&self) {
+        self.phase.send_replace(Phase::Draining);
+        for (port, handle) in self.listeners.lock().await.iter() {
+            if !handle.stop.send_replace(true) {
+                tracing::info!(listener = port, address = %handle.addr, "stopped accepting");
+            }
+        }
+    }
+
+    /// Stop accepting, then wait up to `drain` for open connections to end.
+    /// True when every connection ended in time.
+    pub async fn shutdown(&self, drain: Duration) -> bool {
+        self.stop_accepting().await;
+        tokio::time::timeout(drain, self.shared.open.wait_idle()).await.is_ok()
     }
 
     /// The local address serving gateway port `port`.
     pub fn local_addr(&self, port: u16) -> Option<SocketAddr> {
-        self.addrs.get(&port).copied()
+        self.addrs().get(&port).copied()
     }
 
     /// Gateway port → local address, for every listener.
-    pub fn addrs(&self) -> &BTreeMap<u16, SocketAddr> {
-        &self.addrs
+    pub fn addrs(&self) -> BTreeMap<u16, SocketAddr> {
+        match self.listeners.try_lock() {
+            Ok(l) => l.iter().map(|(p, h)| (*p, h.addr)).collect(),
+            // A reload holds the lock only while binding; the table's ports are close enough.
+            Err(_) => BTreeMap::new(),
+        }
+    }
+
+    /// Gateway port → (local address, still accepting).
+    pub async fn listeners(&self) -> BTreeMap<u16, (SocketAddr, bool)> {
+        self.listeners
+            .lock()
+            .await
+            .iter()
+            .map(|(p, h)| (*p, (h.addr, !*h.stop.borrow())))
+            .collect()
     }
 
     /// The route table in use.
@@ -120,18 +225,71 @@ impl Router {
         self.shared.table.load_full()
     }
 
-    /// Stop accepting, then wait up to `drain` for open connections to end.
-    /// True when every connection ended in time.
-    pub async fn shutdown(self, drain: Duration) -> bool {
-        let Router {
-            stop,
-            open,
-            mut all_closed,
-            ..
-        } = self;
-        let _ = stop.send(true);
-        drop(open);
-        // Listener tasks hold a sender too; they drop it once they see `stop`.
-        tokio::time::timeout(drain, all_closed.recv()).await.is_ok()
+    /// The router's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.ctx.metrics
     }
+
+    /// The options it was started with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The config file in use and when it was loaded.
+    pub fn loaded(&self) -> Loaded {
+        match self.loaded.lock() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open.count()
+    }
+
+    /// The lifecycle phase.
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    /// A receiver that sees every phase change.
+    pub fn watch_phase(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    fn spawn_listener(&self, port: u16, (addr, socket): (SocketAddr, tokio::net::TcpListener)) -> ListenerHandle {
+        let (stop, stop_rx) = watch::channel(false);
+        tracing::info!(listener = port, address = %addr, "listening");
+        tokio::spawn(listener::serve(socket, port, self.shared.clone(), stop_rx));
+        ListenerHandle { addr, stop }
+    }
+
+    fn count_routes(&self) {
+        let table = self.shared.table.load();
+        let gauge = &self.shared.ctx.metrics.routes;
+        gauge.reset();
+        for port in table.ports() {
+            gauge
+                .with_label_values(&[&port.to_string()])
+                .set(table.routes(port).len() as i64);
+        }
+    }
+}
+
+async fn bind(options: &Options, port: u16) -> Result<(u16, (SocketAddr, tokio::net::TcpListener)), BindError> {
+    let addr = options
+        .listen
+        .get(&port)
+        .copied()
+        .unwrap_or(SocketAddr::new(options.bind, port));
+    let socket = listener::bind(port, addr).await?;
+    let local = socket.local_addr().map_err(|source| BindError { port, addr, source })?;
+    Ok((port, (local, socket)))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

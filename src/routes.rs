@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::config::{Config, Route, Service, SniPattern};
+use crate::config::{Config, Route, Service, SniPattern, TcpKeepalive};
 
 /// Default Kubernetes cluster domain for `<svc>.<ns>.svc.<domain>`.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
@@ -36,6 +36,7 @@ pub struct Target {
 /// Routes of one gateway port.
 #[derive(Debug, Default)]
 pub struct PortRoutes {
+    keepalive: Option<TcpKeepalive>,
     exact: HashMap<String, Arc<Target>>,
     wildcard: HashMap<String, Arc<Target>>,
     all: Vec<Arc<Target>>,
@@ -89,6 +90,12 @@ impl RouteTable {
                 SniPattern::Exact(name) => port.exact.insert(name.clone(), target.clone()),
                 SniPattern::Wildcard(suffix) => port.wildcard.insert(suffix.clone(), target.clone()),
             };
+            // Envoy Gateway sets keepalive per listener; routes sharing a port
+            // share one socket option, so the first route that sets one wins
+            // (`check` reports disagreeing ones).
+            if port.keepalive.is_none() {
+                port.keepalive = route.keepalive;
+            }
             port.all.push(target);
         }
         Self { ports }
@@ -108,6 +115,11 @@ impl RouteTable {
     /// The routes of one port, in file order.
     pub fn routes(&self, port: u16) -> &[Arc<Target>] {
         self.ports.get(&port).map_or(&[], |p| &p.all)
+    }
+
+    /// The downstream TCP keepalive of a gateway port, from its routes' `clientTrafficPolicy`.
+    pub fn keepalive(&self, port: u16) -> Option<TcpKeepalive> {
+        self.ports.get(&port)?.keepalive
     }
 
     /// Every route, by port then file order.

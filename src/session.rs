@@ -16,7 +16,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::forward::{self, Counters, End};
+use crate::access::Access;
+use crate::forward::{self, Counters, Direction, End};
+use crate::metrics::Metrics;
+use crate::proxy_protocol;
 use crate::routes::{RouteTable, Target};
 use crate::sniff::{self, postgres, Alert, HelloError, Negotiation, SniffError, Sniffed};
 use crate::upstream::{self, ConnectError};
@@ -48,6 +51,38 @@ impl Default for Limits {
             idle_timeout: forward::DEFAULT_IDLE_TIMEOUT,
         }
     }
+}
+
+/// What every session reads: limits, policy and metrics.
+pub struct Context {
+    /// Timeouts and size bounds.
+    pub limits: Limits,
+    /// Who may connect, and PROXY protocol on either side.
+    pub policy: Policy,
+    /// Where connections are counted.
+    pub metrics: Metrics,
+}
+
+/// Access and PROXY protocol settings.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Allowed client networks.
+    pub access: Access,
+    /// Expect a PROXY protocol header before the client's bytes.
+    pub accept_proxy_protocol: bool,
+    /// Send a PROXY protocol v2 header to backends.
+    pub send_proxy_protocol: bool,
+}
+
+/// The accepted socket's addresses and gateway port.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    /// Gateway port.
+    pub port: u16,
+    /// TCP peer (the load balancer when PROXY protocol is on).
+    pub peer: SocketAddr,
+    /// Local address the client connected to.
+    pub local: SocketAddr,
 }
 
 /// Whose fault a refusal is: decides the log level.
@@ -117,6 +152,18 @@ pub enum Reject {
     /// The PostgreSQL backend did not accept the SSLRequest with a single `S`.
     #[error("backend did not accept TLS: {0}")]
     BackendNoTls(String),
+    /// The client address is not in the allowed networks.
+    #[error("client address {0} is not allowed on this port")]
+    SourceDenied(std::net::IpAddr),
+    /// `--max-connections` reached.
+    #[error("connection limit of {0} reached")]
+    ConnectionLimit(usize),
+    /// `--max-pending-hellos` reached.
+    #[error("{0} connections are already waiting for their ClientHello")]
+    HelloLimit(usize),
+    /// The PROXY protocol header is missing or malformed.
+    #[error("PROXY protocol: {0}")]
+    ProxyProtocol(String),
 }
 
 /// How a connection ended.
@@ -133,6 +180,8 @@ pub enum Ending {
 /// Everything known about one connection when it ends: the access-log record.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The client: the TCP peer, or the source a PROXY header named.
+    pub client: SocketAddr,
     /// SNI sent by the client, if a hello was read.
     pub sni: Option<String>,
     /// ALPN protocols offered.
@@ -151,25 +200,41 @@ pub struct Outcome {
     pub ending: Ending,
 }
 
-/// Serve one accepted connection on gateway port `port`.
+impl Outcome {
+    /// A connection refused before a session started (limits).
+    pub fn refused(client: SocketAddr, reject: Reject) -> Self {
+        let mut outcome = Self::new(client);
+        outcome.ending = Ending::Rejected(reject);
+        outcome
+    }
+
+    fn new(client: SocketAddr) -> Self {
+        Self {
+            client,
+            sni: None,
+            alpn: Vec::new(),
+            negotiation: None,
+            target: None,
+            backend: None,
+            hello_time: None,
+            connect_time: None,
+            ending: Ending::Rejected(Reject::NotTls),
+        }
+    }
+}
+
+/// Serve one accepted connection. `hello_permit` is held while the client
+/// is still sending its ClientHello.
 pub async fn run(
     mut client: TcpStream,
-    port: u16,
+    conn: Conn,
     table: Arc<RouteTable>,
-    limits: &Limits,
+    ctx: &Context,
+    hello_permit: Option<tokio::sync::OwnedSemaphorePermit>,
     counters: &Counters,
 ) -> Outcome {
-    let mut outcome = Outcome {
-        sni: None,
-        alpn: Vec::new(),
-        negotiation: None,
-        target: None,
-        backend: None,
-        hello_time: None,
-        connect_time: None,
-        ending: Ending::Rejected(Reject::NotTls),
-    };
-    let result = route_and_forward(&mut client, port, &table, limits, counters, &mut outcome).await;
+    let mut outcome = Outcome::new(conn.peer);
+    let result = route_and_forward(&mut client, conn, &table, ctx, hello_permit, counters, &mut outcome).await;
     outcome.ending = match result {
         Ok(ending) => ending,
         Err(reject) => {
@@ -182,17 +247,36 @@ pub async fn run(
 
 async fn route_and_forward(
     client: &mut TcpStream,
-    port: u16,
+    conn: Conn,
     table: &RouteTable,
-    limits: &Limits,
+    ctx: &Context,
+    hello_permit: Option<tokio::sync::OwnedSemaphorePermit>,
     counters: &Counters,
     outcome: &mut Outcome,
 ) -> Result<Ending, Reject> {
+    let limits = &ctx.limits;
+    let port = conn.port;
     let started = tokio::time::Instant::now();
-    let sniffed = match tokio::time::timeout(limits.hello_timeout, sniff::sniff(client, limits.max_hello)).await {
+    let deadline = started + limits.hello_timeout;
+    // The original destination, for a PROXY header to the backend.
+    let mut original_dst = conn.local;
+    if ctx.policy.accept_proxy_protocol {
+        let header = proxy_protocol::read_header(client, limits.hello_timeout)
+            .await
+            .map_err(|e| Reject::ProxyProtocol(e.to_string()))?;
+        if let Some((src, dst)) = header.addresses {
+            outcome.client = src;
+            original_dst = dst;
+        }
+    }
+    if !ctx.policy.access.allows(port, outcome.client.ip()) {
+        return Err(Reject::SourceDenied(outcome.client.ip()));
+    }
+    let sniffed = match tokio::time::timeout_at(deadline, sniff::sniff(client, limits.max_hello)).await {
         Err(_) => return Err(Reject::HelloTimeout(limits.hello_timeout)),
         Ok(result) => result.map_err(Reject::from)?,
     };
+    drop(hello_permit);
     outcome.hello_time = Some(started.elapsed());
     let hello = match sniffed {
         Sniffed::Tls(hello) => hello,
@@ -210,11 +294,19 @@ async fn route_and_forward(
         .ok_or_else(|| Reject::UnknownSni(sni.to_string()))?
         .clone();
     outcome.target = Some(target.clone());
+    counters.attach(ctx.metrics.byte_counters(&port.to_string(), &target.route.name));
 
     let connecting = tokio::time::Instant::now();
     let (mut backend, addr) = upstream::connect(&target.endpoints, limits.connect_timeout).await?;
     outcome.connect_time = Some(connecting.elapsed());
     outcome.backend = Some(addr);
+    if ctx.policy.send_proxy_protocol {
+        let header = proxy_protocol::encode_v2(outcome.client, original_dst);
+        backend
+            .write_all(&header)
+            .await
+            .map_err(|e| Reject::BackendNoTls(format!("writing the PROXY header: {e}")))?;
+    }
     if hello.negotiation == Negotiation::PgSslRequest {
         pg_ssl_request(&mut backend, limits.connect_timeout).await?;
     }
@@ -223,9 +315,7 @@ async fn route_and_forward(
         .write_all(&hello.bytes)
         .await
         .map_err(|e| Reject::BackendNoTls(format!("writing the ClientHello: {e}")))?;
-    counters
-        .upstream
-        .fetch_add(hello.bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    counters.add(Direction::Upstream, hello.bytes.len() as u64);
     drop(hello);
     Ok(Ending::Forwarded(
         forward::forward(client, &backend, limits.idle_timeout, counters).await,
@@ -337,6 +427,10 @@ impl Reject {
             Reject::RespPlaintext => "redis_plaintext",
             Reject::Upstream(_) => "upstream_unreachable",
             Reject::BackendNoTls(_) => "backend_no_tls",
+            Reject::SourceDenied(_) => "source_denied",
+            Reject::ConnectionLimit(_) => "connection_limit",
+            Reject::HelloLimit(_) => "hello_limit",
+            Reject::ProxyProtocol(_) => "proxy_protocol",
         }
     }
 
@@ -349,6 +443,10 @@ impl Reject {
             Reject::PgPlaintext(_) => Reply::PgError(postgres::plaintext_refusal()),
             Reject::RespPlaintext => Reply::RespError(RESP_TLS_REQUIRED),
             Reject::NotTls
+            | Reject::SourceDenied(_)
+            | Reject::ConnectionLimit(_)
+            | Reject::HelloLimit(_)
+            | Reject::ProxyProtocol(_)
             | Reject::ClientGone(_)
             | Reject::HelloTimeout(_)
             | Reject::PgInjection(_)

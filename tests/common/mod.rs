@@ -29,8 +29,9 @@ pub fn binary() -> &'static str {
 pub struct RouterProcess {
     child: Child,
     logs: Arc<Mutex<Vec<String>>>,
-    /// Gateway port → the address it listens on.
     pub addrs: BTreeMap<u16, SocketAddr>,
+    /// The admin endpoint's address.
+    pub admin: Option<SocketAddr>,
     /// The values file (kept alive with the process).
     pub dir: tempfile::TempDir,
 }
@@ -53,9 +54,11 @@ impl RouterProcess {
     /// Spawn the binary with `args` and environment `env`; wait for `listeners` "listening" events.
     pub fn spawn(args: &[String], dir: tempfile::TempDir, listeners: usize, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(binary());
+        // Port 0 for the admin endpoint too, so tests can run side by side.
         cmd.args(["--log-format", "json"])
             .args(args)
             .env("RUST_LOG", "info")
+            .env("SNI_ROUTER_ADMIN", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -74,10 +77,11 @@ impl RouterProcess {
             child,
             logs,
             addrs: BTreeMap::new(),
+            admin: None,
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while router.addrs.len() < listeners {
+        while router.addrs.len() < listeners || router.admin.is_none() {
             assert!(
                 Instant::now() < deadline,
                 "router did not start; logs:\n{}",
@@ -89,6 +93,9 @@ impl RouterProcess {
             for line in router.logs() {
                 if let Some((port, addr)) = listening(&line) {
                     router.addrs.insert(port, addr);
+                }
+                if let Some(addr) = admin_listening(&line) {
+                    router.admin = Some(addr);
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -122,6 +129,27 @@ impl RouterProcess {
         }
     }
 
+    /// An HTTP request to the admin endpoint: (status, body).
+    pub async fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        http(self.admin.expect("admin endpoint"), method, path).await
+    }
+
+    /// The value of one metric series, e.g. `sni_router_connections_accepted_total{listener="443"}`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.admin("GET", "/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Send a signal (e.g. "HUP", "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// The process id (for signals).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -145,6 +173,14 @@ impl Drop for RouterProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn admin_listening(line: &str) -> Option<SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v.get("message")?.as_str()? != "admin listening" {
+        return None;
+    }
+    v.get("address")?.as_str()?.parse().ok()
 }
 
 fn listening(line: &str) -> Option<(u16, SocketAddr)> {
@@ -380,4 +416,22 @@ pub fn rerecord(record: &[u8], n: usize) -> Vec<u8> {
         out.extend_from_slice(part);
     }
     out
+}
+
+/// A minimal HTTP/1.1 request over a fresh connection: (status, body).
+pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    // hyper answers these small bodies with Content-Length; a chunked one would need decoding.
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    (status, body.to_string())
 }
