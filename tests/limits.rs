@@ -1,0 +1,265 @@
+//! Limits, source CIDRs, TCP keepalive and PROXY protocol, each with the
+//! count it leaves in the metrics.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sni_router::pki::Ca;
+use sni_router::proxy_protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn ok_backend(ca: &Ca) -> TlsBackend {
+    TlsBackend::start(ca, "ok", &["ok.example.com"], None).await
+}
+
+fn start(backend: &TlsBackend, yaml: &str, ports: &[u16], extra: &[&str]) -> RouterProcess {
+    let mut flags: Vec<String> = backend_flag("ok", &backend.endpoint).into();
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    RouterProcess::start(yaml, ports, &flags)
+}
+
+/// Poll a metric until it has the wanted value.
+async fn expect_metric(router: &RouterProcess, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while router.metric(series).await != Some(want) {
+        assert!(
+            Instant::now() < deadline,
+            "{series} = {:?}, want {want}",
+            router.metric(series).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The router closes this connection without a byte (EOF or reset) within a second.
+async fn closed_at_once(mut stream: TcpStream) {
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
+        .await
+        .expect("not closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "got bytes: {read:?}");
+}
+
+#[tokio::test]
+async fn max_connections_closes_the_excess_and_counts_it() {
+    let ca = Ca::new().unwrap();
+    let backend = ok_backend(&ca).await;
+    let router = start(
+        &backend,
+        &values(&route("ok.example.com", 443, "ok")),
+        &[443],
+        &["--max-connections", "2"],
+    );
+    let mut a = tls_connect(router.addr(443), "ok.example.com", &ca, None)
+        .await
+        .unwrap();
+    let mut b = tls_connect(router.addr(443), "ok.example.com", &ca, None)
+        .await
+        .unwrap();
+    greeting(&mut a).await;
+    greeting(&mut b).await;
+    closed_at_once(TcpStream::connect(router.addr(443)).await.unwrap()).await;
+    expect_metric(
+        &router,
+        "sni_router_connections_rejected_total{listener=\"443\",reason=\"connection_limit\"}",
+        1.0,
+    )
+    .await;
+    drop(a);
+    expect_metric(&router, "sni_router_connections_active{listener=\"443\"}", 1.0).await;
+    let mut c = tls_connect(router.addr(443), "ok.example.com", &ca, None)
+        .await
+        .unwrap();
+    assert_eq!(greeting(&mut c).await, "backend=ok client=none");
+}
+
+#[tokio::test]
+async fn slow_hello_flood_is_capped_and_clears_after_the_hello_timeout() {
+    let ca = Ca::new().unwrap();
+    let backend = ok_backend(&ca).await;
+    let router = start(
+        &backend,
+        &values(&route("ok.example.com", 443, "ok")),
+        &[443],
+        &["--max-pending-hellos", "3", "--hello-timeout", "1s"],
+    );
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(router.addr(443)).await.unwrap();
+        s.write_all(&[0x16, 3]).await.unwrap(); // a hello that never finishes
+        slow.push(s);
+    }
+    expect_metric(&router, "sni_router_connections_active{listener=\"443\"}", 3.0).await;
+    closed_at_once(TcpStream::connect(router.addr(443)).await.unwrap()).await;
+    expect_metric(
+        &router,
+        "sni_router_connections_rejected_total{listener=\"443\",reason=\"hello_limit\"}",
+        1.0,
+    )
+    .await;
+    // The slow ones time out; real clients get through again.
+    expect_metric(
+        &router,
+        "sni_router_connections_rejected_total{listener=\"443\",reason=\"hello_timeout\"}",
+        3.0,
+    )
+    .await;
+    let mut tls = tls_connect(router.addr(443), "ok.example.com", &ca, None)
+        .await
+        .unwrap();
+    assert_eq!(greeting(&mut tls).await, "backend=ok client=none");
+    // A forwarded connection no longer holds a hello permit.
+    let mut more = Vec::new();
+    for _ in 0..4 {
+        let mut t = tls_connect(router.addr(443), "ok.example.com", &ca, None)
+            .await
+            .unwrap();
+        greeting(&mut t).await;
+        more.push(t);
+    }
+}
+
+#[tokio::test]
+async fn source_cidrs_globally_and_per_port() {
+    let ca = Ca::new().unwrap();
+    let backend = ok_backend(&ca).await;
+    let yaml = values(&[route("ok.example.com", 443, "ok"), route("ok.example.com", 8443, "ok")].concat());
+    // Loopback may use 8443 only; 443 allows a network we are not in.
+    let router = start(
+        &backend,
+        &yaml,
+        &[443, 8443],
+        &["--allow-cidr", "10.0.0.0/8", "--allow-cidr", "8443=127.0.0.0/8"],
+    );
+    closed_at_once(TcpStream::connect(router.addr(443)).await.unwrap()).await;
+    expect_metric(
+        &router,
+        "sni_router_connections_rejected_total{listener=\"443\",reason=\"source_denied\"}",
+        1.0,
+    )
+    .await;
+    let line = router.wait_log(&["\"end\":\"source_denied\""]).await;
+    assert!(
+        line.contains("client address 127.0.0.1 is not allowed on this port"),
+        "{line}"
+    );
+    let mut tls = tls_connect(router.addr(8443), "ok.example.com", &ca, None)
+        .await
+        .unwrap();
+    assert_eq!(greeting(&mut tls).await, "backend=ok client=none");
+}
+
+#[tokio::test]
+async fn keepalive_from_client_traffic_policy_is_set_on_accepted_sockets() {
+    let ca = Ca::new().unwrap();
+    let backend = ok_backend(&ca).await;
+    let yaml = values(
+        "    - fqdn: ok.example.com\n      namespace: test\n      gatewayPort: 443\n      service: {name: ok, port: 1}\n      clientTrafficPolicy:\n        tcpKeepalive: {idleTime: 77s, interval: 13s, probes: 4}\n",
+    );
+    let router = start(&backend, &yaml, &[443], &[]);
+    let mut tls = tls_connect(router.addr(443), "ok.example.com", &ca, None)
+        .await
+        .unwrap();
+    greeting(&mut tls).await;
+    let local = tls.get_ref().0.local_addr().unwrap();
+    // `ss -o` shows the router's side of our connection with its keepalive timer.
+    let out = Command::new("ss")
+        .args([
+            "-tno",
+            "state",
+            "established",
+            &format!("( sport = :{} )", router.addr(443).port()),
+        ])
+        .output()
+        .expect("ss (iproute2) is needed for this test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(&local.to_string()))
+        .unwrap_or_else(|| panic!("{text}"));
+    let timer = line
+        .split("timer:(")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no timer: {line}"));
+    assert!(timer.starts_with("keepalive,"), "{line}");
+    // `keepalive,76sec,0`: counting down from idleTime 77s (the kernel default would show `119min`).
+    let remaining = timer.split(',').nth(1).unwrap();
+    let secs: f64 = remaining
+        .strip_suffix("sec")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    assert!((60.0..=77.0).contains(&secs), "idle time 77s expected: {line}");
+}
+
+#[tokio::test]
+async fn proxy_protocol_in_sets_the_client_address_and_out_tells_the_backend() {
+    let mut raw = RawBackend::start(b"ok").await;
+    let yaml = values(&route("pp.example.com", 443, "pp"));
+    let flags = backend_flag("pp", &raw.addr.to_string());
+    let router = RouterProcess::start(
+        &yaml,
+        &[443],
+        &[
+            &flags[0],
+            &flags[1],
+            "--accept-proxy-protocol",
+            "--send-proxy-protocol",
+            "--allow-cidr",
+            "203.0.113.0/24",
+        ],
+    );
+    let hello = synthetic_hello("pp.example.com", 0);
+    for header in [
+        b"PROXY TCP4 203.0.113.7 192.0.2.1 5555 443\r\n".to_vec(),
+        proxy_protocol::encode_v2("203.0.113.7:5555".parse().unwrap(), "192.0.2.1:443".parse().unwrap()),
+    ] {
+        let mut s = TcpStream::connect(router.addr(443)).await.unwrap();
+        s.write_all(&header).await.unwrap();
+        s.write_all(&hello).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"ok");
+        let got = raw.received.recv().await.unwrap();
+        let expected_header =
+            proxy_protocol::encode_v2("203.0.113.7:5555".parse().unwrap(), "192.0.2.1:443".parse().unwrap());
+        assert_eq!(
+            &got[..expected_header.len()],
+            expected_header.as_slice(),
+            "v2 header to the backend"
+        );
+        assert_eq!(&got[expected_header.len()..], hello.as_slice());
+    }
+    let line = router
+        .wait_log(&["\"sni\":\"pp.example.com\"", "\"end\":\"closed\""])
+        .await;
+    assert_eq!(json(&line)["client.addr"], "203.0.113.7:5555");
+
+    // Not allowed by the CIDR, as said by the header; and a malformed header.
+    let mut s = TcpStream::connect(router.addr(443)).await.unwrap();
+    s.write_all(b"PROXY TCP4 198.51.100.1 192.0.2.1 5555 443\r\n")
+        .await
+        .unwrap();
+    closed_at_once(s).await;
+    let mut s = TcpStream::connect(router.addr(443)).await.unwrap();
+    s.write_all(&hello).await.unwrap();
+    closed_at_once(s).await;
+    expect_metric(
+        &router,
+        "sni_router_connections_rejected_total{listener=\"443\",reason=\"source_denied\"}",
+        1.0,
+    )
+    .await;
+    expect_metric(
+        &router,
+        "sni_router_connections_rejected_total{listener=\"443\",reason=\"proxy_protocol\"}",
+        1.0,
+    )
+    .await;
+}
