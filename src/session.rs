@@ -40,6 +40,8 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// Idle timeout once forwarding.
     pub idle_timeout: Duration,
+    /// Forward with `splice(2)` where the OS has it.
+    pub zero_copy: bool,
 }
 
 impl Default for Limits {
@@ -49,6 +51,7 @@ impl Default for Limits {
             max_hello: sniff::DEFAULT_MAX_HELLO,
             connect_timeout: upstream::DEFAULT_CONNECT_TIMEOUT,
             idle_timeout: forward::DEFAULT_IDLE_TIMEOUT,
+            zero_copy: true,
         }
     }
 }
@@ -318,7 +321,7 @@ async fn route_and_forward(
     counters.add(Direction::Upstream, hello.bytes.len() as u64);
     drop(hello);
     Ok(Ending::Forwarded(
-        forward::forward(client, &backend, limits.idle_timeout, counters).await,
+        forward::forward(client, &backend, limits.idle_timeout, counters, limits.zero_copy).await,
     ))
 }
 

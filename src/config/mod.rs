@@ -108,47 +108,74 @@ pub struct ConfigError {
 
 /// Load a values file from disk.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let (config, problems) = check_file(path);
+    finish(config, problems, path)
+}
+
+/// Load a values file from its text; `path` is used in messages only.
+pub fn load(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let (config, problems) = check(text, path);
+    finish(config, problems, path)
+}
+
+/// Read a values file from disk like [`check`]; an unreadable file is one `io` problem.
+pub fn check_file(path: &Path) -> (Option<Config>, Vec<Problem>) {
     match std::fs::read_to_string(path) {
-        Ok(text) => load(&text, path),
-        Err(e) => Err(ConfigError {
-            source: path.to_path_buf(),
-            problems: vec![Problem::new(
+        Ok(text) => check(&text, path),
+        Err(e) => (
+            None,
+            vec![Problem::new(
                 Severity::Error,
                 Pos::default(),
                 "",
                 "io",
                 format!("cannot read file: {e}"),
             )],
-        }),
+        ),
     }
 }
 
-/// Load a values file from its text; `path` is used in messages only.
-pub fn load(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let fail = |problems| ConfigError {
-        source: path.to_path_buf(),
-        problems,
-    };
+/// Every problem of a values file, errors and warnings alike, without failing
+/// on the first: what `sni-router check` starts from.
+///
+/// The `Config` is there whenever the text parsed as YAML, even with errors;
+/// its `routes` then hold only the items that were complete and valid, and
+/// its `warnings` only the warnings. Problems come errors first, then by
+/// position (as [`load`] reports them).
+pub fn check(text: &str, path: &Path) -> (Option<Config>, Vec<Problem>) {
     let root = match yaml::parse(text) {
         Ok(root) => root,
         Err(e) => {
             let at = e.at.unwrap_or_default();
-            return Err(fail(vec![Problem::new(Severity::Error, at, "", "yaml", e.message)]));
+            return (None, vec![Problem::new(Severity::Error, at, "", "yaml", e.message)]);
         }
     };
     let mut problems = Vec::new();
     let values = values::read(&root, &mut problems);
     let routes = build_routes(&values, &mut problems);
     problems.sort_by_key(|p| (std::cmp::Reverse(p.severity), p.at));
-    if problems.iter().any(|p| p.severity == Severity::Error) {
-        return Err(fail(problems));
-    }
-    Ok(Config {
+    let config = Config {
         source: path.to_path_buf(),
         routes,
-        warnings: problems,
+        warnings: problems
+            .iter()
+            .filter(|p| p.severity == Severity::Warning)
+            .cloned()
+            .collect(),
         values,
-    })
+    };
+    (Some(config), problems)
+}
+
+/// `load`'s verdict on what `check` found: any error fails the whole file.
+fn finish(config: Option<Config>, problems: Vec<Problem>, path: &Path) -> Result<Config, ConfigError> {
+    match config {
+        Some(config) if !problems.iter().any(|p| p.severity == Severity::Error) => Ok(config),
+        _ => Err(ConfigError {
+            source: path.to_path_buf(),
+            problems,
+        }),
+    }
 }
 
 /// Apply the chart's defaults and check what crosses items: host names and
@@ -218,8 +245,9 @@ fn build_routes(values: &Values, problems: &mut Vec<Problem>) -> Vec<Route> {
             Pos::default(),
             "gateways.external",
             "no-gateway",
-            "routes.tls is not empty but gateways.external is missing: the chart then renders TLSRoutes \
-             whose parentRef has no name; add gateways.external with name, namespace and className",
+            "routes.tls is not empty but gateways.external is missing: the chart's TLSRoute template reads \
+             gateways.external.name, so helm fails with \"nil pointer evaluating interface {}.name\" (and no \
+             Gateway or ClientTrafficPolicy would be rendered); add gateways.external with name, namespace and className",
         ));
     }
     routes

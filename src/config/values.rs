@@ -43,6 +43,11 @@ pub struct Gateway {
     pub class_name: Option<String>,
     /// `port` (read by the templates, rejected by the chart's schema).
     pub port: Option<Located<u16>>,
+    /// `issuer` of `gateways.external` (template-only): the Gateway's
+    /// `cert-manager.io/cluster-issuer` annotation.
+    pub issuer: Option<Located<String>>,
+    /// `serviceAnnotations`: when set, the chart points the Gateway at an EnvoyProxy.
+    pub service_annotations: Option<BTreeMap<String, String>>,
     /// Where the mapping starts.
     pub at: Pos,
 }
@@ -83,6 +88,10 @@ pub struct TrafficPolicy {
     pub namespace: Option<String>,
     /// `tcpKeepalive`, when present.
     pub tcp_keepalive: Option<TcpKeepalive>,
+    /// `tcpKeepalive.idleTime` as written (the chart copies the text).
+    pub idle_time_text: Option<String>,
+    /// `tcpKeepalive.interval` as written.
+    pub interval_text: Option<String>,
     /// Where the mapping starts.
     pub at: Pos,
 }
@@ -111,6 +120,10 @@ pub struct HttpItem {
     pub name: Option<Located<String>>,
     /// `namespace`.
     pub namespace: Option<Located<String>>,
+    /// `from`: `Same`, `All` or `Selector`.
+    pub from: Option<Located<String>>,
+    /// `selector`: a map of strings.
+    pub selector: Option<BTreeMap<String, String>>,
 }
 
 /// Keys the chart's templates read but its `values.schema.json` rejects: the
@@ -397,7 +410,7 @@ impl Reader<'_> {
             }
         }
         if let Some(n) = f.take("serviceAnnotations") {
-            self.string_map(n, &f.child("serviceAnnotations"));
+            gateway.service_annotations = self.string_map(n, &f.child("serviceAnnotations"));
         }
         if let Some(n) = f.take("port") {
             gateway.port = self.port(n, &f.child("port"));
@@ -409,6 +422,7 @@ impl Reader<'_> {
         }
         if external {
             if let Some(n) = f.take("issuer") {
+                gateway.issuer = self.string(n, &f.child("issuer"));
                 self.template_only(n.at, &f.child("issuer"));
             }
         }
@@ -514,8 +528,16 @@ impl Reader<'_> {
         if let Some(n) = f.take("tcpKeepalive") {
             let kpath = f.child("tcpKeepalive");
             if let Some(mut k) = self.fields(n, &kpath) {
-                let idle_time = k.take("idleTime").and_then(|n| self.duration(n, &k.child("idleTime")));
-                let interval = k.take("interval").and_then(|n| self.duration(n, &k.child("interval")));
+                let idle_node = k.take("idleTime");
+                let interval_node = k.take("interval");
+                let idle_time = idle_node.and_then(|n| self.duration(n, &k.child("idleTime")));
+                let interval = interval_node.and_then(|n| self.duration(n, &k.child("interval")));
+                let text = |n: Option<&Node>| match n.map(|n| &n.value) {
+                    Some(Value::Str(s)) => Some(s.clone()),
+                    _ => None,
+                };
+                policy.idle_time_text = text(idle_node);
+                policy.interval_text = text(interval_node);
                 let mut keepalive = TcpKeepalive {
                     idle_time,
                     interval,
@@ -590,12 +612,10 @@ impl Reader<'_> {
                 self.finish(s, &["name", "port", "backendType"], &[]);
             }
         }
-        if let Some(n) = f.take("selector") {
-            self.string_map(n, &f.child("selector"));
-        }
-        if let Some(n) = f.take("from") {
-            self.from(n, &f.child("from"));
-        }
+        item.selector = f
+            .take("selector")
+            .and_then(|n| self.string_map(n, &f.child("selector")));
+        item.from = f.take("from").and_then(|n| self.from(n, &f.child("from")));
         if let Some(n) = f.take("filters") {
             self.object(n, &f.child("filters"));
         }

@@ -4,6 +4,14 @@
 //! other (half-close), and the connection is done when both directions are.
 //! Traffic either way resets one shared idle deadline. Byte counters are
 //! updated as data moves so long-lived connections show progress.
+//!
+//! An idle connection holds no buffer: a direction borrows one (a pipe for
+//! `splice(2)` on Linux, else a byte buffer) only once its socket is
+//! readable, and returns it to a per-thread pool when the chunk is written.
+
+mod copy;
+#[cfg(target_os = "linux")]
+mod splice;
 
 use std::io;
 use std::net::Shutdown;
@@ -17,8 +25,6 @@ use tokio::time::Instant;
 
 /// Default idle timeout (Envoy `tcp_proxy` `idle_timeout`: 1 h).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Per-direction buffer, allocated when the first byte arrives.
-const BUF_SIZE: usize = 64 * 1024;
 
 /// Bytes moved so far, readable while the connection runs; once a route is
 /// known, also added to that route's Prometheus counters as they move.
@@ -68,7 +74,14 @@ enum Side {
 }
 
 /// Forward until both directions are done, an error, or the idle timeout.
-pub async fn forward(client: &TcpStream, backend: &TcpStream, idle: Duration, counters: &Counters) -> End {
+/// `zero_copy` uses `splice(2)` where the OS has it.
+pub async fn forward(
+    client: &TcpStream,
+    backend: &TcpStream,
+    idle: Duration,
+    counters: &Counters,
+    zero_copy: bool,
+) -> End {
     let start = Instant::now();
     // Milliseconds since `start` of the last byte moved, shared by both directions.
     let last = AtomicU64::new(0);
@@ -81,6 +94,7 @@ pub async fn forward(client: &TcpStream, backend: &TcpStream, idle: Duration, co
         counters,
         &last,
         start,
+        zero_copy,
     );
     let down = pipe(
         backend,
@@ -91,6 +105,7 @@ pub async fn forward(client: &TcpStream, backend: &TcpStream, idle: Duration, co
         counters,
         &last,
         start,
+        zero_copy,
     );
     let both = async {
         let (a, b) = tokio::join!(up, down);
@@ -118,7 +133,19 @@ pub async fn forward(client: &TcpStream, backend: &TcpStream, idle: Duration, co
     }
 }
 
-/// Copy `from` → `to` until EOF, then shut down writing on `to`.
+/// One direction's sockets and bookkeeping.
+struct Half<'a> {
+    from: &'a TcpStream,
+    to: &'a TcpStream,
+    from_side: Side,
+    to_side: Side,
+    direction: Direction,
+    counters: &'a Counters,
+    last: &'a AtomicU64,
+    start: Instant,
+}
+
+/// Move `from` → `to` until EOF, then shut down writing on `to`.
 #[allow(clippy::too_many_arguments)]
 async fn pipe(
     from: &TcpStream,
@@ -129,37 +156,42 @@ async fn pipe(
     counters: &Counters,
     last: &AtomicU64,
     start: Instant,
+    zero_copy: bool,
 ) -> Result<(), (Side, io::Error)> {
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        from.readable().await.map_err(|e| (from_side, e))?;
-        if buf.is_empty() {
-            buf = vec![0; BUF_SIZE];
+    let half = Half {
+        from,
+        to,
+        from_side,
+        to_side,
+        direction,
+        counters,
+        last,
+        start,
+    };
+    #[cfg(target_os = "linux")]
+    if zero_copy {
+        return splice::run(&half).await;
+    }
+    let _ = zero_copy;
+    copy::run(&half).await
+}
+
+impl Half<'_> {
+    /// Count a chunk that was written in full.
+    fn moved(&self, n: usize) {
+        self.counters.add(self.direction, n as u64);
+        self.last
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The reading side ended: tell the other side, keep the rest flowing.
+    fn eof(&self) -> Result<(), (Side, io::Error)> {
+        match socket2::SockRef::from(self.to).shutdown(Shutdown::Write) {
+            Ok(()) => Ok(()),
+            // The peer is already gone; nothing left to tell it.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            Err(e) => Err((self.to_side, e)),
         }
-        let n = match from.try_read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err((from_side, e)),
-        };
-        if n == 0 {
-            return match socket2::SockRef::from(to).shutdown(Shutdown::Write) {
-                Ok(()) => Ok(()),
-                // The peer is already gone; nothing left to tell it.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-                Err(e) => Err((to_side, e)),
-            };
-        }
-        let mut written = 0;
-        while written < n {
-            to.writable().await.map_err(|e| (to_side, e))?;
-            match to.try_write(&buf[written..n]) {
-                Ok(m) => written += m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err((to_side, e)),
-            }
-        }
-        counters.add(direction, n as u64);
-        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
 
