@@ -99,10 +99,7 @@ async fn handle(req: Request<Incoming>, router: &Router) -> Response<Full<Bytes>
 
 /// Listeners, routes with resolved endpoints, settings and the config file.
 pub async fn config_dump(router: &Router) -> Value {
-    let listeners: Vec<Value> = router
-        .listeners()
-        .await
-        .into_iter()
+    let listeners: Vec<Value> = router.listener_states().into_iter()
         .map(|(port, (addr, accepting))| json!({"gateway_port": port, "address": addr.to_string(), "accepting": accepting}))
         .collect();
     let table = router.table();

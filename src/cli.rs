@@ -36,7 +36,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Validate a values file by the rules of the chart, Kubernetes and Envoy Gateway; print the effective routes.
     Check(CheckArgs),
-    /// Print what a values file becomes: an Envoy bootstrap, or the chart's Gateway API objects.
+    /// Print what a values file becomes: an Envoy bootstrap, the chart's Gateway API objects, or Kubernetes manifests.
     Render(RenderArgs),
     /// Test a live gateway route by route: TLS handshake, certificates, PostgreSQL and Redis answers.
     Probe(ProbeArgs),
@@ -217,31 +217,31 @@ pub struct RenderArgs {
     /// gateway-api: Helm release name, for the app.kubernetes.io/instance label.
     #[arg(long, env = "SNI_ROUTER_RELEASE", default_value = "envoy-configs")]
     pub release: String,
-    /// envoy: listen for gateway port PORT on ADDR:PORT instead (repeatable), as `run --listen`.
+    /// envoy, kubernetes: listen for gateway port PORT on ADDR:PORT instead (repeatable), as `run --listen`.
     #[arg(long = "listen", env = "SNI_ROUTER_LISTEN", value_delimiter = ',', value_parser = listen_entry)]
     pub listen: Vec<(u16, SocketAddr)>,
-    /// envoy: address for gateway ports without a --listen entry.
+    /// envoy, kubernetes: address for gateway ports without a --listen entry.
     #[arg(long, env = "SNI_ROUTER_BIND", default_value = "0.0.0.0")]
     pub bind: IpAddr,
-    /// envoy: send SERVICE.NAMESPACE to HOST:PORT instead of cluster DNS (repeatable), as `run --backend`.
+    /// envoy, kubernetes: send SERVICE.NAMESPACE to HOST:PORT instead of cluster DNS (repeatable), as `run --backend`.
     #[arg(long = "backend", env = "SNI_ROUTER_BACKEND", value_delimiter = ',', value_parser = backend_entry)]
     pub backend: Vec<(String, String)>,
-    /// envoy: cluster domain for <service>.<namespace>.svc.<domain>.
+    /// envoy, kubernetes: cluster domain for <service>.<namespace>.svc.<domain>.
     #[arg(long, env = "SNI_ROUTER_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
-    /// envoy: listener_filters_timeout (run --hello-timeout).
+    /// envoy, kubernetes: listener_filters_timeout (run --hello-timeout).
     #[arg(long, env = "SNI_ROUTER_HELLO_TIMEOUT", default_value = "15s", value_parser = duration)]
     pub hello_timeout: Duration,
-    /// envoy: TLS inspector max_client_hello_size (run --max-hello-size; Envoy allows at most 64 KiB).
+    /// envoy, kubernetes: TLS inspector max_client_hello_size (run --max-hello-size; Envoy allows at most 64 KiB).
     #[arg(long, env = "SNI_ROUTER_MAX_HELLO_SIZE", default_value_t = crate::sniff::DEFAULT_MAX_HELLO)]
     pub max_hello_size: usize,
-    /// envoy: cluster connect_timeout (run --connect-timeout).
+    /// envoy, kubernetes: cluster connect_timeout (run --connect-timeout).
     #[arg(long, env = "SNI_ROUTER_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub connect_timeout: Duration,
-    /// envoy: tcp_proxy idle_timeout (run --idle-timeout).
+    /// envoy, kubernetes: tcp_proxy idle_timeout (run --idle-timeout).
     #[arg(long, env = "SNI_ROUTER_IDLE_TIMEOUT", default_value = "1h", value_parser = duration)]
     pub idle_timeout: Duration,
-    /// envoy: admin listener address; `off` leaves the admin block out.
+    /// envoy: admin listener address; `off` leaves the admin block out. kubernetes: its port, on 0.0.0.0.
     #[arg(long, env = "SNI_ROUTER_ADMIN", default_value = "127.0.0.1:9901", value_parser = admin_addr)]
     pub admin: AdminAddr,
 }
@@ -253,6 +253,8 @@ pub enum RenderTarget {
     Envoy,
     /// The Gateway, TLSRoutes and ClientTrafficPolicies the envoy-configs chart renders.
     GatewayApi,
+    /// ConfigMap, Deployment, LoadBalancer Service, PDB and PodMonitor that run sni-router on this file.
+    Kubernetes,
 }
 
 /// Flags shared by `run` and `demo`.

@@ -284,25 +284,11 @@ async fn connect(
 fn describe_tls_error(e: std::io::Error) -> String {
     match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::AlertReceived(alert)) => {
-            format!("refused: TLS alert {}", alert_name(*alert))
+            format!("refused: TLS alert {}", crate::sniff::alert::rfc_name(*alert))
         }
         Some(other) => format!("TLS: {other}"),
         None => format!("TLS: {e}"),
     }
-}
-
-/// The RFC 8446 name of an alert, as OpenSSL and most clients print it.
-pub fn alert_name(alert: rustls::AlertDescription) -> String {
-    // rustls spells RFC 6066's unrecognized_name the British way.
-    let debug = format!("{alert:?}").replace("Unrecognised", "Unrecognized");
-    let mut out = String::new();
-    for (i, c) in debug.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_lowercase());
-    }
-    out
 }
 
 fn subject(der: &[u8]) -> String {

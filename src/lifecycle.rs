@@ -20,6 +20,9 @@ use crate::config::{self, ConfigError};
 use crate::listener::BindError;
 use crate::router::Router;
 
+/// How long a changed config file must stay unchanged before it is loaded.
+const SETTLE: Duration = Duration::from_millis(100);
+
 /// Why `run` stopped with a failure.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -47,7 +50,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     #[cfg(not(unix))]
     let hangup = None;
-    let config = config::load_file(&args.config)?;
+    // The bytes loaded now are the watcher's starting point, so a change that
+    // lands while the router starts is still seen as a change.
+    let initial = std::fs::read(&args.config).ok();
+    let config = match initial.as_deref().map(std::str::from_utf8) {
+        Some(Ok(text)) => config::load(text, &args.config)?,
+        _ => config::load_file(&args.config)?,
+    };
     for warning in &config.warnings {
         tracing::warn!("{}", warning.display(&config.source));
     }
@@ -68,6 +77,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let reloads = tokio::spawn(reload_loop(
         router.clone(),
         args.config.clone(),
+        initial,
         args.watch_interval,
         hangup,
     ));
@@ -93,8 +103,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 }
 
 /// Reload on SIGHUP and whenever the file's content changes.
-async fn reload_loop(router: Arc<Router>, path: PathBuf, interval: Duration, mut hup: Option<Hangup>) {
-    let mut last = std::fs::read(&path).ok();
+async fn reload_loop(
+    router: Arc<Router>,
+    path: PathBuf,
+    mut last: Option<Vec<u8>>,
+    interval: Duration,
+    mut hup: Option<Hangup>,
+) {
     let mut tick = tokio::time::interval(if interval.is_zero() {
         Duration::from_secs(3600)
     } else {
@@ -119,6 +134,12 @@ async fn reload_loop(router: Arc<Router>, path: PathBuf, interval: Duration, mut
                 // During a ConfigMap update the path may briefly not exist; try again next tick.
                 let Ok(now) = std::fs::read(&path) else { continue };
                 if last.as_deref() != Some(now.as_slice()) {
+                    // A file rewritten in place (truncate, then write) can be caught half
+                    // written: act only on content that holds still for a moment.
+                    tokio::time::sleep(SETTLE).await;
+                    if std::fs::read(&path).ok().as_deref() != Some(now.as_slice()) {
+                        continue;
+                    }
                     tracing::info!(config = %path.display(), "config file changed: reloading");
                     last = Some(now);
                     reload(&router, &path).await;

@@ -393,7 +393,7 @@ fn tls_failure(e: &std::io::Error) -> (&'static str, String) {
     };
     match inner {
         rustls::Error::AlertReceived(alert) => {
-            let name = crate::demo::alert_name(*alert);
+            let name = crate::sniff::alert::rfc_name(*alert);
             match alert {
                 rustls::AlertDescription::CertificateRequired => (
                     "client_cert_rejected",

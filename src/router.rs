@@ -71,7 +71,9 @@ pub enum Phase {
 pub struct Router {
     options: Options,
     shared: Arc<Shared>,
-    listeners: Mutex<BTreeMap<u16, ListenerHandle>>,
+    /// Never held across an await; `reloading` serialises reloads instead.
+    listeners: std::sync::Mutex<BTreeMap<u16, ListenerHandle>>,
+    reloading: Mutex<()>,
     phase: watch::Sender<Phase>,
     loaded: std::sync::Mutex<Loaded>,
 }
@@ -119,18 +121,17 @@ impl Router {
         let router = Arc::new(Self {
             options,
             shared,
-            listeners: Mutex::new(BTreeMap::new()),
+            listeners: std::sync::Mutex::new(BTreeMap::new()),
+            reloading: Mutex::new(()),
             phase,
             loaded: std::sync::Mutex::new(Loaded {
                 source: config.source.clone(),
                 at: SystemTime::now(),
             }),
         });
-        {
-            let mut listeners = router.listeners.lock().await;
-            for (port, socket) in bound {
-                listeners.insert(port, router.spawn_listener(port, socket));
-            }
+        for (port, socket) in bound {
+            let handle = router.spawn_listener(port, socket);
+            router.listeners().insert(port, handle);
         }
         router.count_routes();
         router.shared.ctx.metrics.config_loaded.set(unix_now());
@@ -142,21 +143,18 @@ impl Router {
     /// nothing), then replace the route table, then stop accepting on ports
     /// no route uses any more. Open connections are untouched.
     pub async fn reload(&self, config: &Config) -> Result<(), BindError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let table = RouteTable::new(config, &self.options.backends);
-        let mut listeners = self.listeners.lock().await;
-        let draining = self.phase() == Phase::Draining;
+        let current: Vec<u16> = self.listeners().keys().copied().collect();
         let mut fresh = Vec::new();
-        if !draining {
-            for port in table.ports().filter(|p| !listeners.contains_key(p)) {
+        if self.phase() != Phase::Draining {
+            for port in table.ports().filter(|p| !current.contains(p)) {
                 fresh.push(bind(&self.options, port).await?);
             }
         }
-        let removed: Vec<u16> = listeners
-            .keys()
-            .copied()
-            .filter(|p| table.routes(*p).is_empty())
-            .collect();
+        let removed: Vec<u16> = current.into_iter().filter(|p| table.routes(*p).is_empty()).collect();
         self.shared.table.store(Arc::new(table));
+        let mut listeners = self.listeners();
         for port in removed {
             if let Some(handle) = listeners.remove(&port) {
                 handle.stop.send_replace(true);
@@ -182,7 +180,7 @@ impl Router {
     /// connections keep flowing. `/ready` turns 503.
     pub async fn stop_accepting(&self) {
         self.phase.send_replace(Phase::Draining);
-        for (port, handle) in self.listeners.lock().await.iter() {
+        for (port, handle) in self.listeners().iter() {
             if !handle.stop.send_replace(true) {
                 tracing::info!(listener = port, address = %handle.addr, "stopped accepting");
             }
@@ -203,21 +201,20 @@ impl Router {
 
     /// Gateway port → local address, for every listener.
     pub fn addrs(&self) -> BTreeMap<u16, SocketAddr> {
-        match self.listeners.try_lock() {
-            Ok(l) => l.iter().map(|(p, h)| (*p, h.addr)).collect(),
-            // A reload holds the lock only while binding; the table's ports are close enough.
-            Err(_) => BTreeMap::new(),
-        }
+        self.listeners().iter().map(|(p, h)| (*p, h.addr)).collect()
     }
 
     /// Gateway port → (local address, still accepting).
-    pub async fn listeners(&self) -> BTreeMap<u16, (SocketAddr, bool)> {
-        self.listeners
-            .lock()
-            .await
+    pub fn listener_states(&self) -> BTreeMap<u16, (SocketAddr, bool)> {
+        self.listeners()
             .iter()
             .map(|(p, h)| (*p, (h.addr, !*h.stop.borrow())))
             .collect()
+    }
+
+    fn listeners(&self) -> std::sync::MutexGuard<'_, BTreeMap<u16, ListenerHandle>> {
+        // A panic while holding this lock leaves the map itself intact.
+        self.listeners.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The route table in use.

@@ -1,6 +1,7 @@
 //! `sni-router render`: what a values file becomes elsewhere, either the
 //! Gateway API objects the `envoy-configs` chart renders (`gateway_api`), or
-//! an Envoy bootstrap that serves the routes the way `run` does (`envoy`).
+//! an Envoy bootstrap that serves the routes the way `run` does (`envoy`), or
+//! the manifests that run the router itself in a cluster (`kubernetes`).
 //!
 //! `chart` is the chart's view of the file, shared with `check`; `emit`
 //! writes the trees as YAML (with comments) or JSON.
@@ -9,6 +10,7 @@ pub mod chart;
 pub mod emit;
 pub mod envoy;
 pub mod gateway_api;
+pub mod kubernetes;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -46,6 +48,15 @@ pub fn run(args: &RenderArgs) -> Result<(), RenderFailure> {
         }
         RenderTarget::Envoy => {
             let rendered = envoy::render(&config, &envoy_options(args, source));
+            for note in &rendered.notes {
+                eprintln!("sni-router render: note: {note}");
+            }
+            rendered.yaml
+        }
+        RenderTarget::Kubernetes => {
+            // The ConfigMap carries the file as written, comments included.
+            let text = std::fs::read_to_string(&args.config)?;
+            let rendered = kubernetes::render(&config, &text, &kubernetes::options(args, source));
             for note in &rendered.notes {
                 eprintln!("sni-router render: note: {note}");
             }

@@ -41,6 +41,23 @@ impl Alert {
     }
 }
 
+/// The RFC name of an alert a client received (`unrecognized_name`), as
+/// OpenSSL and most clients print it.
+pub fn rfc_name(alert: rustls::AlertDescription) -> String {
+    // rustls spells RFC 6066's unrecognized_name the British way.
+    let debug = format!("{alert:?}").replace("Unrecognised", "Unrecognized");
+    let mut out = String::new();
+    let mut previous_lower = false;
+    for c in debug.chars() {
+        if c.is_ascii_uppercase() && previous_lower {
+            out.push('_');
+        }
+        previous_lower = c.is_ascii_lowercase();
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +66,18 @@ mod tests {
     fn fatal_alert_record() {
         assert_eq!(Alert::UnrecognizedName.record(), [0x15, 3, 3, 0, 2, 2, 112]);
         assert_eq!(Alert::DecodeError.record()[6], 50);
+    }
+
+    #[test]
+    fn names_as_clients_print_them() {
+        assert_eq!(
+            rfc_name(rustls::AlertDescription::UnrecognisedName),
+            "unrecognized_name"
+        );
+        assert_eq!(
+            rfc_name(rustls::AlertDescription::CertificateRequired),
+            "certificate_required"
+        );
+        assert_eq!(rfc_name(rustls::AlertDescription::UnknownCA), "unknown_ca");
     }
 }

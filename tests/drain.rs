@@ -1,0 +1,268 @@
+//! Graceful drain: SIGTERM/SIGINT and `POST /drain_listeners` turn `/ready`
+//! to 503 and stop accepting while open connections keep flowing; the
+//! process exits 0 when the last one ends or the drain timeout cuts it, and
+//! at once on a second signal.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_keeps_open_connections_and_exits_0_as_soon_as_they_close() {
+    let (mut router, addr) = start("30s").await;
+    let (mut conn, tag) = open(addr, "bulk.example.com").await;
+    assert_eq!(tag, "echo");
+    ping(&mut conn, b"before SIGTERM").await;
+
+    router.signal("TERM");
+    let draining = wait_ready(&router, 503).await;
+    assert_eq!(draining, "DRAINING\n");
+    refused(addr).await;
+    // Mid-conversation, the open connection still carries data both ways.
+    ping(&mut conn, b"during the drain").await;
+    ping(&mut conn, &[7u8; 100_000]).await;
+    assert!(
+        exit_within(&mut router, Duration::from_millis(300)).is_none(),
+        "exited with a connection open"
+    );
+
+    conn.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    timeout(Duration::from_secs(5), conn.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty());
+    drop(conn);
+    let closed = Instant::now();
+    let status = exit_within(&mut router, Duration::from_secs(10)).expect("no exit after the last connection closed");
+    let after = closed.elapsed();
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(
+        after < Duration::from_secs(3),
+        "exit took {after:?} after the close (drain timeout 30 s)"
+    );
+    router.wait_log(&["drained: every connection finished"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_timeout_cuts_a_connection_that_never_ends() {
+    let (mut router, addr) = start("1s").await;
+    let (mut conn, _) = open(addr, "bulk.example.com").await;
+    ping(&mut conn, b"then idle forever").await;
+
+    router.signal("TERM");
+    let signalled = Instant::now();
+    let status = exit_within(&mut router, Duration::from_secs(10)).expect("the drain timeout did not end the process");
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(4)).contains(&took),
+        "exit {took:?} after SIGTERM with --drain-timeout 1s"
+    );
+    router
+        .wait_log(&["drain timeout reached; closing the remaining connections"])
+        .await;
+    // The client sees the connection end: EOF or a reset, not silence.
+    let mut buf = [0u8; 16];
+    match timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => panic!("unexpected {n} bytes after the drain"),
+        Err(_) => panic!("the client's connection is still open after the process exited"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_during_the_drain_exits_at_once() {
+    second_signal_exits_at_once("TERM", "TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_a_sigterm_drain_exits_at_once() {
+    second_signal_exits_at_once("TERM", "INT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_starts_a_drain_too() {
+    let (mut router, addr) = start("30s").await;
+    let (mut conn, _) = open(addr, "bulk.example.com").await;
+    router.signal("INT");
+    assert_eq!(wait_ready(&router, 503).await, "DRAINING\n");
+    refused(addr).await;
+    ping(&mut conn, b"still open").await;
+    drop(conn);
+    let status = exit_within(&mut router, Duration::from_secs(5)).expect("no exit after the close");
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_listeners_stops_accepting_keeps_open_connections_and_the_process() {
+    let (mut router, addr) = start("30s").await;
+    assert_eq!(router.admin("GET", "/ready").await, (200, "LIVE\n".to_string()));
+    let (mut conn, _) = open(addr, "bulk.example.com").await;
+    ping(&mut conn, b"before").await;
+
+    assert_eq!(router.admin("POST", "/drain_listeners").await.0, 200);
+    assert_eq!(router.admin("GET", "/ready").await, (503, "DRAINING\n".to_string()));
+    refused(addr).await;
+    ping(&mut conn, b"after drain_listeners").await;
+
+    // Closing the last connection does not end the process: only a signal does.
+    conn.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    timeout(Duration::from_secs(5), conn.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(conn);
+    assert!(
+        exit_within(&mut router, Duration::from_millis(700)).is_none(),
+        "the process exited"
+    );
+    assert_eq!(router.admin("GET", "/healthz").await.0, 200);
+    assert_eq!(router.admin("GET", "/ready").await.0, 503);
+    refused(addr).await;
+
+    // A later SIGTERM finds nothing open and exits 0 promptly.
+    router.signal("TERM");
+    let status = exit_within(&mut router, Duration::from_secs(5)).expect("no exit after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+// === helpers ===
+
+async fn second_signal_exits_at_once(first: &str, second: &str) {
+    let (mut router, addr) = start("30s").await;
+    let (mut conn, _) = open(addr, "bulk.example.com").await;
+    ping(&mut conn, b"never closed").await;
+    router.signal(first);
+    // Once /ready says draining, the first signal has been taken; the second is a new one.
+    wait_ready(&router, 503).await;
+    router.signal(second);
+    let signalled = Instant::now();
+    let status = exit_within(&mut router, Duration::from_secs(10)).expect("no exit on the second signal");
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "SIG{second} during the drain took {took:?}"
+    );
+    assert_eq!(status.code(), Some(0), "{status}");
+    router.wait_log(&["second signal: exiting now"]).await;
+    drop(conn);
+}
+
+/// A router on gateway port 443 routing `bulk.example.com` to an echo backend.
+async fn start(drain_timeout: &str) -> (RouterProcess, SocketAddr) {
+    let echo = tagged_echo("echo").await;
+    let flags = backend_flag("bulk", &echo.to_string());
+    let router = RouterProcess::start(
+        &values(&route("bulk.example.com", 443, "bulk")),
+        &[443],
+        &[&flags[0], &flags[1], "--drain-timeout", drain_timeout],
+    );
+    let addr = router.addr(443);
+    (router, addr)
+}
+
+/// The process's exit status if it exits within `limit`. The wait blocks a
+/// thread, so the runtime moves this worker's tasks (the backends) elsewhere.
+fn exit_within(router: &mut RouterProcess, limit: Duration) -> Option<ExitStatus> {
+    tokio::task::block_in_place(|| router.wait_exit(limit))
+}
+
+/// Wait until `/ready` answers `status`; return the body.
+async fn wait_ready(router: &RouterProcess, status: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (now, body) = router.admin("GET", "/ready").await;
+        if now == status {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "/ready is {now} {body:?}, expected {status}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A raw TCP backend that sends `tag\n` on accept, then echoes every byte
+/// (the replayed ClientHello first).
+async fn tagged_echo(tag: &'static str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                if w.write_all(format!("{tag}\n").as_bytes()).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Connect through the router with a ClientHello for `sni`; return the
+/// connection (past the tag and the echoed hello) and the backend's tag.
+async fn open(addr: SocketAddr, sni: &str) -> (TcpStream, String) {
+    let attempt = async {
+        let hello = synthetic_hello(sni, 0);
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream.write_all(&hello).await.unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut tag = String::new();
+        reader.read_line(&mut tag).await.unwrap();
+        assert!(tag.ends_with('\n'), "no tag line from the backend via {addr}: {tag:?}");
+        let mut echo = vec![0u8; hello.len()];
+        reader.read_exact(&mut echo).await.unwrap();
+        assert_eq!(echo, hello);
+        assert!(reader.buffer().is_empty());
+        (reader.into_inner(), tag.trim_end().to_string())
+    };
+    timeout(Duration::from_secs(10), attempt)
+        .await
+        .unwrap_or_else(|_| panic!("connection via {addr} timed out"))
+}
+
+/// Send `msg` and read the echo (written and read at once, so large messages
+/// cannot deadlock on full socket buffers).
+async fn ping(stream: &mut TcpStream, msg: &[u8]) {
+    let (mut r, mut w) = stream.split();
+    let exchange = async {
+        let mut echo = vec![0u8; msg.len()];
+        let (written, read) = tokio::join!(w.write_all(msg), r.read_exact(&mut echo));
+        written.unwrap();
+        read.unwrap();
+        assert_eq!(echo, msg);
+    };
+    timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("echo timed out");
+}
+
+/// Wait until connecting to `addr` is refused (a listener being stopped may
+/// still take or reset one more connection; an accepted one is closed at once).
+async fn refused(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            // A SYN that races the listener's close is reset; try again.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("connect to {addr}: expected refused, got {e}"),
+            Ok(stream) => drop(stream),
+        }
+        assert!(Instant::now() < deadline, "{addr} still accepts connections");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
