@@ -107,9 +107,26 @@ pub async fn forward(
         start,
         zero_copy,
     );
+    // An error in either direction ends both: waiting on the other would keep
+    // the backend session open (an idle database never speaks first) until the
+    // idle timeout. A reset once the other direction has finished cleanly is
+    // how many servers end (PostgreSQL exits with the client's close_notify
+    // unread): that is a close, not a failure.
     let both = async {
-        let (a, b) = tokio::join!(up, down);
-        a.and(b)
+        tokio::pin!(up, down);
+        let (mut up_done, mut down_done) = (false, false);
+        while !(up_done && down_done) {
+            let (result, other_done) = tokio::select! {
+                r = &mut up, if !up_done => (r.map(|()| up_done = true), down_done),
+                r = &mut down, if !down_done => (r.map(|()| down_done = true), up_done),
+            };
+            match result {
+                Ok(()) => {}
+                Err((_, e)) if other_done && is_reset(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     };
     let idle_watch = async {
         loop {
@@ -131,6 +148,10 @@ pub async fn forward(
         },
         () = idle_watch => End::IdleTimeout(idle),
     }
+}
+
+fn is_reset(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
 }
 
 /// One direction's sockets and bookkeeping.

@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 
-def client(opts) -> redis.Redis:
+def client(opts, single: bool = True) -> redis.Redis:
     return redis.Redis(
         host=opts.sni,
         port=opts.port,
@@ -41,12 +41,13 @@ def client(opts) -> redis.Redis:
         socket_connect_timeout=10,
         decode_responses=True,
         retry=Retry(NoBackoff(), 0),
-        single_connection_client=True,
+        single_connection_client=single,
     )
 
 
 def pipeline(opts) -> int:
-    r = client(opts)
+    # From the pool: the pipeline and the GET after it share one connection.
+    r = client(opts, single=False)
     try:
         pipe = r.pipeline(transaction=False)
         for _ in range(opts.count):
