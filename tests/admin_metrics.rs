@@ -142,8 +142,8 @@ async fn exact_counters_after_a_known_sequence() {
     let series = "sni_router_bytes_total{direction=\"downstream\",listener=\"443\",route=\"ok-443\"}";
     assert_eq!(r.metric(series).await, Some(logged as f64), "{body}");
     assert!(
-        body.contains("process_resident_memory_bytes"),
-        "process metrics are exported"
+        body.contains("\nprocess_resident_memory_bytes "),
+        "process metrics keep their standard names"
     );
 }
 

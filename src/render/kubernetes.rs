@@ -61,6 +61,8 @@ pub struct Options {
     pub extra_args: Vec<String>,
     /// The values file name, for the header comment.
     pub source: String,
+    /// Notes about the flags, printed with the render's own.
+    pub notes: Vec<String>,
 }
 
 /// The manifests, and notes for stderr.
@@ -74,9 +76,15 @@ pub struct Rendered {
 
 /// Options from the flags `render` shares with `run`.
 pub fn options(args: &RenderArgs, source: String) -> Options {
+    let mut notes = Vec::new();
     let admin_port = match args.admin {
         AdminAddr::At(addr) => addr.port(),
-        AdminAddr::Off => ADMIN_PORT,
+        AdminAddr::Off => {
+            notes.push(format!(
+                "--admin off: the probes and the PodMonitor need the admin endpoint; it listens on 0.0.0.0:{ADMIN_PORT}"
+            ));
+            ADMIN_PORT
+        }
     };
     let mut extra = Vec::new();
     let mut flag = |name: &str, value: String| {
@@ -113,12 +121,13 @@ pub fn options(args: &RenderArgs, source: String) -> Options {
         listen: args.listen.iter().copied().collect(),
         extra_args: extra,
         source,
+        notes,
     }
 }
 
 /// Render the manifests for `config`, whose file text is `values_text`.
 pub fn render(config: &Config, values_text: &str, options: &Options) -> Rendered {
-    let mut notes = Vec::new();
+    let mut notes = options.notes.clone();
     let gateway_ports: BTreeSet<u16> = config.routes.iter().map(|r| r.gateway_port).collect();
     let ports: Vec<Port> = gateway_ports
         .iter()
@@ -565,6 +574,7 @@ mod tests {
             listen: BTreeMap::new(),
             extra_args: Vec::new(),
             source: "values.yaml".into(),
+            notes: Vec::new(),
         }
     }
 
@@ -626,7 +636,8 @@ routes:
         assert!(out.yaml.contains("- name: gw-443\n              containerPort: 8443\n"));
         assert!(out.yaml.contains("      port: 443\n      targetPort: gw-443\n"));
         assert!(
-            out.yaml.contains("- --listen\n            - \"443=0.0.0.0:8443\"\n"),
+            out.yaml
+                .contains("- \"--listen\"\n            - \"443=0.0.0.0:8443\"\n"),
             "{}",
             out.yaml
         );

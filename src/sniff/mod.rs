@@ -19,6 +19,9 @@ pub use tls::{ClientHello, HelloError, HelloReader};
 
 /// Default bound on the ClientHello, record headers included.
 pub const DEFAULT_MAX_HELLO: usize = 64 * 1024;
+/// Sniff buffer to start with: a classic hello fits, a post-quantum one
+/// (~1.8 KB) nearly does.
+const INITIAL_BUFFER: usize = 2048;
 /// GSSENCRequest then SSLRequest is libpq's longest negotiation.
 const MAX_NEGOTIATION_ROUNDS: usize = 2;
 
@@ -88,7 +91,7 @@ pub async fn sniff<S>(client: &mut S, max_hello: usize) -> Result<Sniffed, Sniff
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    let mut buf: Vec<u8> = Vec::with_capacity(INITIAL_BUFFER);
     let mut negotiation = Negotiation::Direct;
     let mut rounds = 0;
     loop {
@@ -102,7 +105,16 @@ where
             0 => {
                 fill(client, &mut buf, 8, max_hello).await?;
                 let head: [u8; 8] = buf[..8].try_into().unwrap_or_default();
-                match postgres::classify(&head) {
+                let message = postgres::classify(&head);
+                // Refuse a request past the bound before answering it: an `S`
+                // followed by a close would tell the client TLS was accepted.
+                if matches!(message, Some(PgMessage::SslRequest | PgMessage::GssEncRequest)) {
+                    rounds += 1;
+                    if rounds > MAX_NEGOTIATION_ROUNDS {
+                        return Err(SniffError::TooManyRequests);
+                    }
+                }
+                match message {
                     Some(PgMessage::SslRequest) => {
                         answer(client, &buf, postgres::ACCEPT_TLS, "SSLRequest").await?;
                         negotiation = Negotiation::PgSslRequest;
@@ -120,10 +132,6 @@ where
                         return Ok(Sniffed::PgCancel(buf));
                     }
                     None => return Ok(Sniffed::NotTls),
-                }
-                rounds += 1;
-                if rounds > MAX_NEGOTIATION_ROUNDS {
-                    return Err(SniffError::TooManyRequests);
                 }
                 buf.clear();
             }
@@ -171,13 +179,19 @@ where
 
 /// Read until `buf` holds at least `want` bytes. Reads never ask for more
 /// than `max` in total, so a client cannot make the buffer grow past the bound.
+///
+/// The buffer grows only when full (doubling, as `Vec` does), so a client
+/// that has sent a few bytes, or none, holds the initial 2 KiB and not a
+/// 16 KiB read buffer: 1024 pending hellos cost 2 MiB, not 16.
 async fn fill<S>(client: &mut S, buf: &mut Vec<u8>, want: usize, max: usize) -> Result<(), SniffError>
 where
     S: AsyncRead + Unpin,
 {
     while buf.len() < want {
         let room = max.saturating_sub(buf.len()).max(want - buf.len());
-        buf.reserve(room.min(16 * 1024));
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity().clamp(INITIAL_BUFFER, 16 * 1024).min(room));
+        }
         let spare = buf.capacity() - buf.len();
         let n = client.take(spare.min(room) as u64).read_buf(buf).await?;
         if n == 0 {
@@ -287,6 +301,22 @@ mod tests {
             matches!(result, Err(SniffError::Hello(HelloError::Malformed(_)))),
             "{result:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_third_negotiation_request_is_refused_unanswered() {
+        // Found by fuzzing (fuzz/seeds: GSSENC, GSSENC, SSLRequest): the third
+        // request used to be answered `S` before the bound refused it.
+        let gss = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
+        let requests = vec![gss.to_vec(), gss.to_vec(), postgres::SSL_REQUEST.to_vec()];
+        let (result, answers) = sniff_chunks(requests).await;
+        assert!(matches!(result, Err(SniffError::TooManyRequests)), "{result:?}");
+        assert_eq!(answers, b"NN", "the third request gets no answer");
+        // GSSENC then SSLRequest, libpq's longest negotiation, still works.
+        let hello = hello(Some("db.example.com"), &[], 0);
+        let (result, answers) = sniff_chunks(vec![gss.to_vec(), postgres::SSL_REQUEST.to_vec(), hello]).await;
+        assert!(matches!(result, Ok(Sniffed::Tls(_))), "{result:?}");
+        assert_eq!(answers, b"NS");
     }
 
     #[tokio::test]
