@@ -278,3 +278,16 @@ fn sni_pattern_matching() {
     assert!(!w.matches("aexample.com"));
     assert!(!w.matches(".example.com"));
 }
+
+#[test]
+fn thirty_thousand_routes_load() {
+    // serde-saphyr's default node budget refused files past ~16 000 routes.
+    let mut text = String::from("routes:\n  tls:\n");
+    for i in 0..30_000 {
+        text.push_str(&format!(
+            "    - {{fqdn: r{i}.load.example.com, service: {{name: s, port: 443}}}}\n"
+        ));
+    }
+    let config = ok(&text);
+    assert_eq!(config.routes.len(), 30_000);
+}

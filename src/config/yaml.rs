@@ -67,7 +67,12 @@ pub struct SyntaxError {
 /// Parse `text` into a tree. An empty document is `Null`.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     // YAML 1.2 core booleans only: `namespace: n` is the string "n", not false.
-    let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
+    // The default node budget (250 000) refuses files past ~16 000 routes; a
+    // load-test config may carry 100 000. Other limits (depth, aliases) stay.
+    let mut budget = serde_saphyr::budget::Budget::default();
+    budget.max_nodes = 8_000_000;
+    budget.max_events = 16_000_000;
+    let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true, budget: Some(budget) };
     match serde_saphyr::from_str_with_options::<Spanned<Value>>(text, options) {
         Ok(spanned) => Ok(node(spanned)),
         Err(e) => {
