@@ -125,13 +125,12 @@ async fn connection(
         set_keepalive(&stream, keepalive);
     }
     let local = stream.local_addr().unwrap_or(peer);
-    let active = shared.ctx.metrics.active.with_label_values(&[&port.to_string()]);
-    active.inc();
+    // A guard, so a panicking session still leaves the gauge honest.
+    let _active = ActiveGuard::new(shared.ctx.metrics.active.with_label_values(&[&port.to_string()]));
     let started = tokio::time::Instant::now();
     let counters = Counters::default();
     let conn = Conn { port, peer, local };
     let outcome = session::run(stream, conn, table, &shared.ctx, permit, &counters).await;
-    active.dec();
     finish(shared, port, outcome, Some((&counters, started.elapsed())));
 }
 
@@ -265,6 +264,22 @@ fn access_log(outcome: &Outcome, port: u16, stats: crate::forward::Stats, elapse
         event!(tracing::Level::WARN);
     } else {
         event!(tracing::Level::INFO);
+    }
+}
+
+/// Counts a connection in `sni_router_connections_active` while it lives.
+struct ActiveGuard(prometheus::IntGauge);
+
+impl ActiveGuard {
+    fn new(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

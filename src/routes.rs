@@ -148,14 +148,16 @@ impl PortRoutes {
         if self.wildcard.is_empty() {
             return None;
         }
-        // `*.example.com` covers any name with at least one more label; try
-        // the suffix after each dot, longest first.
-        let mut rest = name;
-        while let Some(dot) = rest.find('.') {
-            rest = &rest[dot + 1..];
-            if let Some(t) = self.wildcard.get(rest) {
+        // `*.example.com` covers any name with at least one more character in
+        // front (Envoy searches for the dot from index 1); try the suffix after
+        // each dot, longest first.
+        let mut from = 1;
+        while let Some(dot) = name.get(from..).and_then(|rest| rest.find('.')) {
+            let at = from + dot;
+            if let Some(t) = self.wildcard.get(&name[at + 1..]) {
                 return Some(t);
             }
+            from = at + 1;
         }
         None
     }
