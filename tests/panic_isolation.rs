@@ -187,10 +187,9 @@ async fn a_panic_in_one_connection_leaves_the_others_and_the_router_running() {
     assert!(s.router.shutdown(Duration::from_secs(5)).await, "drain finished");
 }
 
-/// Bug report in test form: the panicked connection stays in
-/// `sni_router_connections_active` for good (the gauge is decremented by
-/// code after the session, not by a guard), and it is neither logged nor
-/// counted as ended, so accepted = routed + rejected no longer adds up.
+/// Regression: the panicked connection used to stay in
+/// `sni_router_connections_active` for good (the gauge was decremented by
+/// code after the session; it is a guard now).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicked_connection_leaves_honest_metrics() {
     let s = setup().await;
