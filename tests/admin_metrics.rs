@@ -37,22 +37,6 @@ async fn setup(extra: &[&str]) -> Setup {
     Setup { ca, router, _ok: ok }
 }
 
-/// Poll `series` until it equals `want` (metrics are recorded when a connection ends).
-async fn expect_metric(router: &RouterProcess, series: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = router.metric(series).await;
-        if got == Some(want) {
-            return;
-        }
-        if Instant::now() > deadline {
-            let (_, body) = router.admin("GET", "/metrics").await;
-            panic!("{series} is {got:?}, want {want}\n{body}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn exact_counters_after_a_known_sequence() {
     let s = setup(&[]).await;

@@ -4,7 +4,7 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use sni_router::pki::Ca;
@@ -21,19 +21,6 @@ fn start(backend: &TlsBackend, yaml: &str, ports: &[u16], extra: &[&str]) -> Rou
     flags.extend(extra.iter().map(|s| s.to_string()));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     RouterProcess::start(yaml, ports, &flags)
-}
-
-/// Poll a metric until it has the wanted value.
-async fn expect_metric(router: &RouterProcess, series: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while router.metric(series).await != Some(want) {
-        assert!(
-            Instant::now() < deadline,
-            "{series} = {:?}, want {want}",
-            router.metric(series).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The router closes this connection without a byte (EOF or reset) within a second.

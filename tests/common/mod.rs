@@ -435,3 +435,19 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     );
     (status, body.to_string())
 }
+
+/// Poll `series` until it equals `want` (metrics are recorded when a connection ends).
+pub async fn expect_metric(router: &RouterProcess, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = router.metric(series).await;
+        if got == Some(want) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let (_, body) = router.admin("GET", "/metrics").await;
+            panic!("{series} is {got:?}, want {want}\n{body}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
