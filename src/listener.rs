@@ -2,10 +2,13 @@
 //! connection limits, and run a session per connection in its own task and
 //! tracing span. Each connection is logged and counted once, when it ends.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -107,7 +110,8 @@ pub async fn serve(listener: TcpListener, port: u16, shared: Arc<Shared>, mut st
             }
         };
         let span = tracing::info_span!("conn", listener = port, client.addr = %peer);
-        tokio::spawn(connection(stream, peer, port, open, permit).instrument(span));
+        let task = connection(stream, peer, port, open, permit).instrument(span);
+        tokio::spawn(contained(task, shared.clone(), port, peer));
     }
 }
 
@@ -132,6 +136,47 @@ async fn connection(
     let conn = Conn { port, peer, local };
     let outcome = session::run(stream, conn, table, &shared.ctx, permit, &counters).await;
     finish(shared, port, outcome, Some((&counters, started.elapsed())));
+}
+
+/// Run one connection's task; a panic in it (a bug) ends that connection
+/// only, and is logged and counted like any other end. The runtime would
+/// contain the panic too, but silently: no access-log event, no metric.
+async fn contained(task: impl Future<Output = ()>, shared: Arc<Shared>, port: u16, peer: SocketAddr) {
+    // The task is dropped at the end of this block, before the event below:
+    // its sockets close and its guards (open count, active gauge, hello
+    // permit) are released first.
+    let ran = {
+        let mut task = std::pin::pin!(task);
+        std::future::poll_fn(
+            |cx| match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
+                Ok(Poll::Pending) => Poll::Pending,
+                Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+                Err(payload) => Poll::Ready(Err(payload)),
+            },
+        )
+        .await
+    };
+    let Err(payload) = ran else { return };
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".into());
+    shared
+        .ctx
+        .metrics
+        .panicked
+        .with_label_values(&[&port.to_string()])
+        .inc();
+    tracing::event!(
+        target: "sni_router::access",
+        tracing::Level::ERROR,
+        client.addr = %peer,
+        listener = port,
+        end = "panic",
+        detail = %message,
+        "connection"
+    );
 }
 
 /// Envoy Gateway's `tcpKeepalive`: SO_KEEPALIVE on, and each field that is
@@ -199,8 +244,9 @@ fn finish(shared: &Shared, port: u16, outcome: Outcome, traffic: Option<(&Counte
             .observe(t.as_secs_f64());
     }
     match &outcome.ending {
-        Ending::Forwarded(_) => {
+        Ending::Forwarded(end) => {
             metrics.routed.with_label_values(&[&listener, route]).inc();
+            metrics.ended.with_label_values(&[&listener, route, end.label()]).inc();
             if let Some((_, elapsed)) = traffic {
                 metrics
                     .duration_seconds
@@ -232,10 +278,12 @@ fn access_log(outcome: &Outcome, port: u16, stats: crate::forward::Stats, elapse
         None => "-",
     };
     let (end, detail, warn) = match &outcome.ending {
-        Ending::Forwarded(End::Closed) => ("closed", String::new(), false),
-        Ending::Forwarded(End::IdleTimeout(d)) => ("idle_timeout", format!("idle for {d:?}"), false),
-        Ending::Forwarded(End::ClientError(e)) => ("client_error", e.to_string(), false),
-        Ending::Forwarded(End::BackendError(e)) => ("backend_error", e.to_string(), true),
+        Ending::Forwarded(end) => match end {
+            End::Closed => (end.label(), String::new(), false),
+            End::IdleTimeout(d) => (end.label(), format!("idle for {d:?}"), false),
+            End::ClientError(e) => (end.label(), e.to_string(), false),
+            End::BackendError(e) => (end.label(), e.to_string(), true),
+        },
         Ending::CancelForwarded => ("pg_cancel_forwarded", String::new(), false),
         Ending::Rejected(r) => (r.reason(), r.to_string(), r.fault() == Fault::Backend),
     };

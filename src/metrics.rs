@@ -22,6 +22,8 @@ pub mod label {
     pub const DIRECTION: &str = "direction";
     /// `success` or `failure`.
     pub const RESULT: &str = "result";
+    /// How a forwarded connection ended (`End::label`).
+    pub const END: &str = "end";
 }
 
 /// Every metric the router exports.
@@ -44,6 +46,10 @@ pub struct Metrics {
     pub connect_failures: IntCounterVec,
     /// Bytes forwarded, counted as they move.
     pub bytes: IntCounterVec,
+    /// Forwarded connections that ended, by how.
+    pub ended: IntCounterVec,
+    /// Connection tasks that panicked (a bug; the router keeps serving).
+    pub panicked: IntCounterVec,
     /// Lifetime of routed connections.
     pub duration_seconds: HistogramVec,
     /// Plaintext PostgreSQL CancelRequests passed to a backend.
@@ -122,6 +128,18 @@ impl Metrics {
                 "bytes_total",
                 "Bytes forwarded; direction upstream is client to backend.",
                 &[label::LISTENER, label::ROUTE, label::DIRECTION],
+            ),
+            ended: counter(
+                &registry,
+                "connections_ended_total",
+                "Forwarded connections that ended, by how: closed, idle_timeout, client_error, backend_error.",
+                &[label::LISTENER, label::ROUTE, label::END],
+            ),
+            panicked: counter(
+                &registry,
+                "connections_panicked_total",
+                "Connection tasks that panicked; each is logged with end=panic and the router keeps serving.",
+                &[label::LISTENER],
             ),
             duration_seconds: histogram(
                 &registry,

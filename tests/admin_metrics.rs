@@ -70,6 +70,12 @@ async fn exact_counters_after_a_known_sequence() {
     .await;
     expect_metric(
         r,
+        "sni_router_connections_ended_total{end=\"closed\",listener=\"443\",route=\"ok-443\"}",
+        2.0,
+    )
+    .await;
+    expect_metric(
+        r,
         "sni_router_connections_rejected_total{listener=\"443\",reason=\"unknown_sni\"}",
         1.0,
     )

@@ -183,13 +183,10 @@ async fn backend_accepts_then_resets() {
     expect_metric(&router, &routed(fqdn), 1.0).await;
 }
 
-/// What the issue asks of every failing backend, "counted in metrics": a
-/// backend failing after the connection was routed (reset, killed, stalled)
-/// shows only in the access log (`end`), while the metrics count it as one
-/// more routed connection. This test names the missing series (a proposal;
-/// see docs/reliability.md); it is ignored until the metric exists.
+/// "Counted in metrics": a backend failing after the connection was routed
+/// (reset, killed, stalled) is one more routed connection, and
+/// `sni_router_connections_ended_total` says how it ended.
 #[tokio::test]
-#[ignore = "no metric counts forwarded connections by how they ended (see docs/reliability.md)"]
 async fn backend_failures_after_routing_are_counted_by_end() {
     let ca = Ca::new().unwrap();
     let fqdn = "reset.example.com";

@@ -83,11 +83,62 @@ impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'
     }
 }
 
+/// An access-log event with `end="panic"`: (client port, detail).
+type PanicEvent = (Option<u16>, String);
+
+/// Every `end="panic"` event so far.
+fn panic_events() -> &'static Mutex<Vec<PanicEvent>> {
+    static EVENTS: OnceLock<Mutex<Vec<PanicEvent>>> = OnceLock::new();
+    EVENTS.get_or_init(Default::default)
+}
+
+/// Keeps the access-log events that report a panicked connection.
+struct PanicEvents;
+
+#[derive(Default)]
+struct AccessFields {
+    port: Option<u16>,
+    end: String,
+    detail: String,
+}
+
+impl Visit for AccessFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "end" {
+            self.end = value.to_string();
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        match field.name() {
+            "client.addr" => self.port = format!("{value:?}").parse::<SocketAddr>().ok().map(|a| a.port()),
+            "detail" => self.detail = format!("{value:?}"),
+            "end" => self.end = format!("{value:?}").trim_matches('"').to_string(),
+            _ => {}
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for PanicEvents {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if event.metadata().target() != "sni_router::access" {
+            return;
+        }
+        let mut fields = AccessFields::default();
+        event.record(&mut fields);
+        if fields.end == "panic" {
+            panic_events().lock().unwrap().push((fields.port, fields.detail));
+        }
+    }
+}
+
 /// Install the fault injector once for this test binary.
 fn install() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        let subscriber = tracing_subscriber::registry().with(PanicOnSecondPoll::default());
+        let subscriber = tracing_subscriber::registry()
+            .with(PanicOnSecondPoll::default())
+            .with(PanicEvents);
         tracing::subscriber::set_global_default(subscriber).expect("no other subscriber in this binary");
     });
 }
@@ -205,4 +256,18 @@ async fn a_panicked_connection_leaves_honest_metrics() {
         Some("0"),
         "no connection is open, yet the active gauge says {active:?}"
     );
+    // Counted as a panic, once, and in nothing that says it was routed.
+    assert!(
+        text.contains("sni_router_connections_panicked_total{listener=\"443\"} 1\n"),
+        "{text}"
+    );
+    assert!(!text.contains("sni_router_connections_ended_total{"), "{text}");
+    // And logged as one access-log event naming the client and the panic.
+    let events = panic_events().lock().unwrap().clone();
+    let victims = victims().lock().unwrap().clone();
+    assert!(!events.is_empty(), "no end=panic access-log event");
+    for (port, detail) in &events {
+        assert!(port.is_some_and(|p| victims.contains(&p)), "{events:?} vs {victims:?}");
+        assert!(detail.contains("injected panic"), "{detail}");
+    }
 }

@@ -66,6 +66,18 @@ pub enum End {
     BackendError(io::Error),
 }
 
+impl End {
+    /// The `end` value in the access log and `sni_router_connections_ended_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::IdleTimeout(_) => "idle_timeout",
+            End::ClientError(_) => "client_error",
+            End::BackendError(_) => "backend_error",
+        }
+    }
+}
+
 /// Which socket failed.
 #[derive(Clone, Copy)]
 enum Side {
