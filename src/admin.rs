@@ -152,6 +152,7 @@ pub async fn config_dump(router: &Router) -> Value {
             "idle_timeout_seconds": limits.idle_timeout.as_secs_f64(),
             "max_connections": options.max_connections,
             "max_pending_hellos": options.max_pending_hellos,
+            "max_pending_hellos_per_source": options.max_pending_hellos_per_source,
             "cluster_domain": if options.backends.cluster_domain.is_empty() { crate::routes::DEFAULT_CLUSTER_DOMAIN } else { &options.backends.cluster_domain },
             "accept_proxy_protocol": options.accept_proxy_protocol,
             "send_proxy_protocol": options.send_proxy_protocol,

@@ -287,6 +287,9 @@ pub struct ServeArgs {
     /// Most connections still sending their ClientHello at once, so slow clients cannot starve the rest.
     #[arg(long, env = "SNI_ROUTER_MAX_PENDING_HELLOS", default_value_t = 1024)]
     pub max_pending_hellos: usize,
+    /// Most connections from one client address still sending their ClientHello (0: no limit); counts the TCP peer, so keep it off behind a load balancer.
+    #[arg(long, env = "SNI_ROUTER_MAX_PENDING_HELLOS_PER_SOURCE", default_value_t = 0)]
+    pub max_pending_hellos_per_source: usize,
     /// Accept clients only from CIDR (repeatable); PORT=CIDR limits one gateway port.
     #[arg(long = "allow-cidr", env = "SNI_ROUTER_ALLOW_CIDR", value_delimiter = ',', value_parser = cidr_entry)]
     pub allow_cidr: Vec<(Option<u16>, ipnet::IpNet)>,
@@ -324,6 +327,7 @@ impl ServeArgs {
             },
             max_connections: self.max_connections,
             max_pending_hellos: self.max_pending_hellos,
+            max_pending_hellos_per_source: self.max_pending_hellos_per_source,
             allow: Access::new(&self.allow_cidr),
             accept_proxy_protocol: self.accept_proxy_protocol,
             send_proxy_protocol: self.send_proxy_protocol,

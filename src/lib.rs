@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cli ─▶ config::load ─▶ Config ─▶ routes::RouteTable (swapped whole on reload)
-//! listener ─accept─▶ session::run(conn, table snapshot, &Limits)
+//! listener ─accept─▶ pending::admit ─▶ session::run(conn, table snapshot, &Limits)
 //!   sniff ─▶ Sniffed ─▶ lookup ─▶ Target ─▶ upstream::connect ─▶ forward ─▶ Outcome
 //! ```
 //!
@@ -35,6 +35,7 @@ pub mod forward;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
+pub mod pending;
 pub mod pki;
 pub mod probe;
 pub mod proxy_protocol;

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify};
 use tracing::Instrument;
 
 use crate::config::TcpKeepalive;
 use crate::forward::{Counters, End};
+use crate::pending::{HelloPermit, PendingHellos};
 use crate::routes::RouteTable;
 use crate::session::{self, Conn, Context, Ending, Fault, Outcome, Reject};
 
@@ -29,10 +30,8 @@ pub struct Shared {
     pub ctx: Context,
     /// Most connections open at once (0: no limit).
     pub max_connections: usize,
-    /// Permits for connections still sending their ClientHello (None: no limit).
-    pub hellos: Option<Arc<Semaphore>>,
-    /// Size of `hellos`.
-    pub max_pending_hellos: usize,
+    /// Caps on connections still sending their ClientHello.
+    pub hellos: PendingHellos,
     /// Connections open now, all listeners together.
     pub open: OpenConnections,
 }
@@ -102,7 +101,7 @@ pub async fn serve(listener: TcpListener, port: u16, shared: Arc<Shared>, mut st
             );
             continue;
         };
-        let permit = match hello_permit(&shared) {
+        let permit = match shared.hellos.admit(peer.ip()) {
             Ok(permit) => permit,
             Err(reject) => {
                 finish(&shared, port, Outcome::refused(peer, reject), None);
@@ -115,13 +114,7 @@ pub async fn serve(listener: TcpListener, port: u16, shared: Arc<Shared>, mut st
     }
 }
 
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    port: u16,
-    open: OpenGuard,
-    permit: Option<OwnedSemaphorePermit>,
-) {
+async fn connection(stream: TcpStream, peer: SocketAddr, port: u16, open: OpenGuard, permit: HelloPermit) {
     let shared = &open.0;
     let _ = stream.set_nodelay(true);
     let table = shared.table.load_full();
@@ -201,17 +194,6 @@ fn set_keepalive(stream: &TcpStream, keepalive: TcpKeepalive) {
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "cannot set TCP keepalive");
-    }
-}
-
-fn hello_permit(shared: &Shared) -> Result<Option<OwnedSemaphorePermit>, Reject> {
-    match &shared.hellos {
-        None => Ok(None),
-        Some(semaphore) => semaphore
-            .clone()
-            .try_acquire_owned()
-            .map(Some)
-            .map_err(|_| Reject::HelloLimit(shared.max_pending_hellos)),
     }
 }
 

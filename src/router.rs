@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use tokio::sync::{watch, Mutex, Semaphore};
+use tokio::sync::{watch, Mutex};
 
 use crate::access::Access;
 use crate::config::Config;
 use crate::listener::{self, BindError, OpenConnections, Shared};
 use crate::metrics::Metrics;
+use crate::pending::PendingHellos;
 use crate::routes::{Backends, RouteTable};
 use crate::session::{Context, Limits, Policy};
 
@@ -32,6 +33,8 @@ pub struct Options {
     pub max_connections: usize,
     /// Most connections in the ClientHello phase at once (0: no limit).
     pub max_pending_hellos: usize,
+    /// Most connections in the ClientHello phase at once from one address (0: no limit).
+    pub max_pending_hellos_per_source: usize,
     /// Allowed client networks.
     pub allow: Access,
     /// Expect a PROXY protocol header before the client's bytes.
@@ -49,6 +52,7 @@ impl Default for Options {
             limits: Limits::default(),
             max_connections: 0,
             max_pending_hellos: 1024,
+            max_pending_hellos_per_source: 0,
             allow: Access::default(),
             accept_proxy_protocol: false,
             send_proxy_protocol: false,
@@ -113,8 +117,7 @@ impl Router {
                 metrics,
             },
             max_connections: options.max_connections,
-            hellos: (options.max_pending_hellos > 0).then(|| Arc::new(Semaphore::new(options.max_pending_hellos))),
-            max_pending_hellos: options.max_pending_hellos,
+            hellos: PendingHellos::new(options.max_pending_hellos, options.max_pending_hellos_per_source),
             open: OpenConnections::default(),
         });
         let (phase, _) = watch::channel(Phase::Starting);

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use crate::access::Access;
 use crate::forward::{self, Counters, Direction, End};
 use crate::metrics::Metrics;
+use crate::pending::HelloPermit;
 use crate::proxy_protocol;
 use crate::routes::{RouteTable, Target};
 use crate::sniff::{self, postgres, Alert, HelloError, Negotiation, SniffError, Sniffed};
@@ -164,6 +165,9 @@ pub enum Reject {
     /// `--max-pending-hellos` reached.
     #[error("{0} connections are already waiting for their ClientHello")]
     HelloLimit(usize),
+    /// `--max-pending-hellos-per-source` reached for this source.
+    #[error("{0} already has {1} connections waiting for their ClientHello")]
+    SourceHelloLimit(std::net::IpAddr, usize),
     /// The PROXY protocol header is missing or malformed.
     #[error("PROXY protocol: {0}")]
     ProxyProtocol(String),
@@ -233,7 +237,7 @@ pub async fn run(
     conn: Conn,
     table: Arc<RouteTable>,
     ctx: &Context,
-    hello_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    hello_permit: HelloPermit,
     counters: &Counters,
 ) -> Outcome {
     let mut outcome = Outcome::new(conn.peer);
@@ -253,7 +257,7 @@ async fn route_and_forward(
     conn: Conn,
     table: &RouteTable,
     ctx: &Context,
-    hello_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    hello_permit: HelloPermit,
     counters: &Counters,
     outcome: &mut Outcome,
 ) -> Result<Ending, Reject> {
@@ -433,6 +437,7 @@ impl Reject {
             Reject::SourceDenied(_) => "source_denied",
             Reject::ConnectionLimit(_) => "connection_limit",
             Reject::HelloLimit(_) => "hello_limit",
+            Reject::SourceHelloLimit(..) => "source_hello_limit",
             Reject::ProxyProtocol(_) => "proxy_protocol",
         }
     }
@@ -449,6 +454,7 @@ impl Reject {
             | Reject::SourceDenied(_)
             | Reject::ConnectionLimit(_)
             | Reject::HelloLimit(_)
+            | Reject::SourceHelloLimit(..)
             | Reject::ProxyProtocol(_)
             | Reject::ClientGone(_)
             | Reject::HelloTimeout(_)

@@ -111,6 +111,61 @@ async fn slow_hello_flood_is_capped_and_clears_after_the_hello_timeout() {
     }
 }
 
+/// One host holding its share of pending hellos cannot lock out another
+/// host, even when it would fill the shared cap.
+#[tokio::test]
+async fn per_source_hello_cap_keeps_one_slow_host_from_locking_out_the_rest() {
+    let ca = Ca::new().unwrap();
+    let backend = ok_backend(&ca).await;
+    let router = start(
+        &backend,
+        &values(&route("ok.example.com", 443, "ok")),
+        &[443],
+        &["--max-pending-hellos", "4", "--max-pending-hellos-per-source", "2"],
+    );
+    let slow_host: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect_from(slow_host, router.addr(443)).await.unwrap();
+        s.write_all(&[0x16, 3]).await.unwrap(); // a hello that never finishes
+        slow.push(s);
+    }
+    expect_metric(&router, "sni_router_connections_active{listener=\"443\"}", 2.0).await;
+    // The slow host's next connections are closed at once, and say why.
+    for _ in 0..3 {
+        closed_at_once(connect_from(slow_host, router.addr(443)).await.unwrap()).await;
+    }
+    expect_metric(
+        &router,
+        "sni_router_connections_rejected_total{listener=\"443\",reason=\"source_hello_limit\"}",
+        3.0,
+    )
+    .await;
+    router
+        .wait_log(&[
+            "\"end\":\"source_hello_limit\"",
+            "127.0.0.2 already has 2 connections waiting for their ClientHello",
+        ])
+        .await;
+    // Another host is served, while the slow host's hellos are still pending.
+    for _ in 0..3 {
+        let mut tls = tls_connect(router.addr(443), "ok.example.com", &ca, None)
+            .await
+            .unwrap();
+        assert_eq!(greeting(&mut tls).await, "backend=ok client=none");
+    }
+    // Once the slow host's pending hellos end, it is served again.
+    drop(slow);
+    expect_metric(&router, "sni_router_connections_active{listener=\"443\"}", 0.0).await;
+    let mut tls = tls_connect_from(slow_host, router.addr(443), "ok.example.com", &ca)
+        .await
+        .unwrap();
+    assert_eq!(greeting(&mut tls).await, "backend=ok client=none");
+    // The shared cap was never the one that refused.
+    let shared_cap = "sni_router_connections_rejected_total{listener=\"443\",reason=\"hello_limit\"}";
+    assert_eq!(router.metric(shared_cap).await, None);
+}
+
 #[tokio::test]
 async fn source_cidrs_globally_and_per_port() {
     let ca = Ca::new().unwrap();

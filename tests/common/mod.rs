@@ -297,6 +297,31 @@ pub async fn tls_connect(addr: SocketAddr, sni: &str, ca: &Ca, client: Option<&L
     TlsConnector::from(config).connect(name, stream).await
 }
 
+/// `tls_connect` from a chosen local address (e.g. 127.0.0.2, another loopback source).
+pub async fn tls_connect_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    sni: &str,
+    ca: &Ca,
+) -> std::io::Result<Client> {
+    let config = pki::client_config(ca, None, &[]).unwrap();
+    let stream = connect_from(source, addr).await?;
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    TlsConnector::from(config).connect(name, stream).await
+}
+
+/// A TCP connection to `addr` from `source` (any port).
+pub async fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = match source {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// Read the backend's greeting line.
 pub async fn greeting(tls: &mut Client) -> String {
     let mut line = Vec::new();
