@@ -79,6 +79,8 @@ pub async fn bind(port: u16, addr: SocketAddr) -> Result<TcpListener, BindError>
 pub async fn serve(listener: TcpListener, port: u16, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let label = port.to_string();
     let accepted_total = shared.ctx.metrics.accepted.with_label_values(&[&label]);
+    // Exported as 0 from the start, so an alert on any increase works.
+    shared.ctx.metrics.panicked.with_label_values(&[&label]);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
