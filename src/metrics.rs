@@ -204,6 +204,23 @@ impl Metrics {
         )
     }
 
+    /// Drop every series of a route a reload removed, so a router whose
+    /// routes churn does not export every route it ever had. A connection
+    /// still open on the route brings some back when it ends; the next
+    /// reload that finds the route gone drops them again.
+    pub fn forget_route(&self, listener: &str, route: &str) {
+        let _ = self.routed.remove_label_values(&[listener, route]);
+        let _ = self.connect_failures.remove_label_values(&[listener, route]);
+        let _ = self.connect_seconds.remove_label_values(&[listener, route]);
+        let _ = self.duration_seconds.remove_label_values(&[listener, route]);
+        for direction in ["upstream", "downstream"] {
+            let _ = self.bytes.remove_label_values(&[listener, route, direction]);
+        }
+        for end in crate::forward::End::LABELS {
+            let _ = self.ended.remove_label_values(&[listener, route, end]);
+        }
+    }
+
     /// The ClientHello histogram of one listener.
     pub fn hello(&self, listener: &str) -> Histogram {
         self.hello_seconds.with_label_values(&[listener])

@@ -2,7 +2,7 @@
 //! open-connection count and the lifecycle phase. `run`, `demo`, the admin
 //! endpoint and the tests all drive one of these.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -156,7 +156,12 @@ impl Router {
             }
         }
         let removed: Vec<u16> = current.into_iter().filter(|p| table.routes(*p).is_empty()).collect();
-        self.shared.table.store(Arc::new(table));
+        let table = Arc::new(table);
+        let old = self.shared.table.swap(table.clone());
+        let kept = route_keys(&table);
+        for (port, name) in route_keys(&old).difference(&kept) {
+            self.shared.ctx.metrics.forget_route(&port.to_string(), name);
+        }
         let mut listeners = self.listeners();
         for port in removed {
             if let Some(handle) = listeners.remove(&port) {
@@ -275,6 +280,14 @@ impl Router {
                 .set(table.routes(port).len() as i64);
         }
     }
+}
+
+/// (gateway port, route name) of every route in `table`.
+fn route_keys(table: &RouteTable) -> HashSet<(u16, &str)> {
+    table
+        .ports()
+        .flat_map(|port| table.routes(port).iter().map(move |t| (port, t.route.name.as_str())))
+        .collect()
 }
 
 async fn bind(options: &Options, port: u16) -> Result<(u16, (SocketAddr, tokio::net::TcpListener)), BindError> {

@@ -271,6 +271,46 @@ async fn with_watching_off_only_sighup_reloads() {
     ping(&mut conn, b"after SIGHUP").await;
 }
 
+/// A route a reload removes takes its series out of `/metrics` with it: a
+/// router whose routes churn must not export every route it ever had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_route_leaves_metrics_and_a_kept_one_keeps_its_counts() {
+    let old = tagged_echo("old").await;
+    let new = tagged_echo("new").await;
+    let both = [
+        route("gone.example.com", 443, "old"),
+        route("kept.example.com", 443, "new"),
+    ]
+    .concat();
+    let router = spawn(&values(&both), &[443], &old, &new, "0s", 1);
+    let addr = router.addr(443);
+    for sni in ["gone.example.com", "kept.example.com"] {
+        let (mut conn, _) = open(addr, sni).await;
+        ping(&mut conn, b"counted").await;
+    }
+    let routed = |name: &str| format!("sni_router_connections_routed_total{{listener=\"443\",route=\"{name}\"}}");
+    wait_metric(&router, &routed("gone-443"), 1.0).await;
+    wait_metric(&router, &routed("kept-443"), 1.0).await;
+
+    replace(
+        &router.dir.path().join("values.yaml"),
+        &values(&route("kept.example.com", 443, "new")),
+    );
+    router.signal("HUP");
+    wait_metric(&router, SUCCESS, 1.0).await;
+    let (_, body) = router.admin("GET", "/metrics").await;
+    let stale: Vec<&str> = body.lines().filter(|l| l.contains("route=\"gone-443\"")).collect();
+    assert!(stale.is_empty(), "series of the removed route: {stale:#?}");
+    // The kept route's counters carry on, not reset.
+    assert_eq!(router.metric(&routed("kept-443")).await, Some(1.0));
+    assert!(body.contains("sni_router_bytes_total{direction=\"upstream\",listener=\"443\",route=\"kept-443\"}"));
+    let (mut conn, tag) = open(addr, "kept.example.com").await;
+    assert_eq!(tag, "new");
+    ping(&mut conn, b"again").await;
+    drop(conn);
+    wait_metric(&router, &routed("kept-443"), 2.0).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configmap_symlink_swap_is_noticed() {
     let old = tagged_echo("old").await;

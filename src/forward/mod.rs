@@ -67,6 +67,9 @@ pub enum End {
 }
 
 impl End {
+    /// Every value `label` returns.
+    pub const LABELS: [&'static str; 4] = ["closed", "idle_timeout", "client_error", "backend_error"];
+
     /// The `end` value in the access log and `sni_router_connections_ended_total`.
     pub fn label(&self) -> &'static str {
         match self {
