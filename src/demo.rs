@@ -96,6 +96,7 @@ pub async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
             vec![b.addr.to_string()],
         );
     }
+    crate::lifecycle::raise_open_file_limit();
     let router = Router::start(&config, options).await?;
 
     let checks = self_check(&config, &router, &ca, &backends).await;

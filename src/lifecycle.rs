@@ -42,6 +42,34 @@ pub enum RunError {
     },
 }
 
+/// Every connection costs two descriptors (plus pipes while data moves), and
+/// the usual soft limit of 1024 would cap a gateway at ~500 connections:
+/// raise the soft limit to the hard one, as most servers do.
+pub fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+            return;
+        };
+        // An unlimited hard limit still stops at the kernel's nr_open (2^20 by default).
+        let target = hard.min(1 << 20);
+        if soft < target {
+            match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+                Ok(()) => tracing::debug!(from = soft, to = target, "raised the open-file limit"),
+                Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
+            }
+        }
+        if hard < 4096 {
+            tracing::warn!(
+                limit = hard,
+                "open-file limit is low: about {} connections at most (raise it with ulimit -n or LimitNOFILE)",
+                hard / 2
+            );
+        }
+    }
+}
+
 /// Serve until a stop signal, then drain.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // Installed first: until a handler exists, SIGHUP or SIGTERM would kill the process outright.
@@ -63,6 +91,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     if config.routes.is_empty() {
         tracing::warn!(config = %config.source.display(), "routes.tls is empty: nothing to listen on yet");
     }
+    raise_open_file_limit();
     let router = Router::start(&config, args.serve.options(args.bind)).await?;
     if let AdminAddr::At(addr) = args.admin {
         let listener = TcpListener::bind(addr)

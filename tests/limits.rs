@@ -315,3 +315,29 @@ fn ss_seconds(text: &str) -> Option<f64> {
     };
     Some(min * 60.0 + sec)
 }
+
+/// Started under a soft open-file limit of 512 (the usual 1024 would cap a
+/// gateway at ~500 connections), the router raises its own to the hard limit.
+#[tokio::test]
+async fn the_router_raises_its_open_file_limit_to_the_hard_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let ca = Ca::new().unwrap();
+    let backend = ok_backend(&ca).await;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let want = hard.min(1 << 20);
+    assert!(want > 512, "the hard limit here ({hard}) leaves nothing to show");
+    // The router inherits this process's limits; put them back right after the spawn.
+    setrlimit(Resource::RLIMIT_NOFILE, 512, hard).unwrap();
+    let router =
+        std::panic::catch_unwind(|| start(&backend, &values(&route("ok.example.com", 443, "ok")), &[443], &[]));
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+    let router = router.unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", router.pid())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[3], want.to_string(), "{line}");
+    let mut tls = tls_connect(router.addr(443), "ok.example.com", &ca, None)
+        .await
+        .unwrap();
+    assert_eq!(greeting(&mut tls).await, "backend=ok client=none");
+}

@@ -13,8 +13,10 @@ use super::{copy, Half, Side};
 
 /// Bytes moved per splice; the default pipe capacity (16 pages).
 const CHUNK: usize = 64 * 1024;
-/// Pipes kept per thread for reuse.
-const POOL: usize = 64;
+/// Free pipes kept per thread for reuse. Small: a pipe is often returned on
+/// another worker thread than the one that took it, so every thread's pool
+/// fills over time, and each pooled pipe holds two descriptors.
+const POOL: usize = 16;
 
 /// A pipe (read end, write end); empty whenever it is in the pool.
 struct Pipe(OwnedFd, OwnedFd);
