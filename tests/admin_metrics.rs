@@ -6,40 +6,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sni_router::pki::Ca;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-struct Setup {
-    ca: Ca,
-    router: RouterProcess,
-    _ok: TlsBackend,
-}
-
-async fn setup(extra: &[&str]) -> Setup {
-    let ca = Ca::new().unwrap();
-    let ok = TlsBackend::start(&ca, "ok", &["ok.example.com"], None).await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let down = closed.local_addr().unwrap().to_string();
-    drop(closed);
-    let yaml = values(
-        &[
-            route("ok.example.com", 443, "ok"),
-            route("down.example.com", 443, "down"),
-        ]
-        .concat(),
-    );
-    let mut flags: Vec<String> = backend_flag("ok", &ok.endpoint).into();
-    flags.extend(backend_flag("down", &down));
-    flags.extend(extra.iter().map(|s| s.to_string()));
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let router = RouterProcess::start(&yaml, &[443], &flags);
-    Setup { ca, router, _ok: ok }
-}
-
 #[tokio::test]
 async fn exact_counters_after_a_known_sequence() {
-    let s = setup(&[]).await;
+    let s = OkAndDown::start(&[]).await;
     for _ in 0..2 {
         let mut tls = tls_connect(s.router.addr(443), "ok.example.com", &s.ca, None)
             .await
@@ -175,7 +147,7 @@ async fn bytes_are_counted_while_a_connection_is_open() {
 
 #[tokio::test]
 async fn admin_endpoints_and_status_codes() {
-    let s = setup(&[]).await;
+    let s = OkAndDown::start(&[]).await;
     let r = &s.router;
     assert_eq!(r.admin("GET", "/ready").await, (200, "LIVE\n".into()));
     assert_eq!(r.admin("GET", "/healthz").await, (200, "OK\n".into()));
@@ -208,7 +180,7 @@ async fn admin_endpoints_and_status_codes() {
     assert_eq!(ok["fqdn"], "ok.example.com");
     assert_eq!(ok["service"]["namespace"], "test");
     assert_eq!(ok["endpoints_from"], "--backend");
-    assert_eq!(ok["endpoints"][0]["resolved"][0], s._ok.endpoint.as_str());
+    assert_eq!(ok["endpoints"][0]["resolved"][0], s.ok.endpoint.as_str());
     assert_eq!(dump["settings"]["hello_timeout_seconds"], 15.0);
     assert_eq!(dump["settings"]["idle_timeout_seconds"], 3600.0);
     assert!(dump["config"]["file"].as_str().unwrap().ends_with("values.yaml"));
@@ -220,7 +192,7 @@ async fn admin_endpoints_and_status_codes() {
 
 #[tokio::test]
 async fn drain_listeners_stops_accepting_and_keeps_open_connections() {
-    let s = setup(&[]).await;
+    let s = OkAndDown::start(&[]).await;
     let r = &s.router;
     let mut open = tls_connect(r.addr(443), "ok.example.com", &s.ca, None).await.unwrap();
     assert_eq!(greeting(&mut open).await, "backend=ok client=none");

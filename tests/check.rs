@@ -4,48 +4,11 @@
 //!
 //! `UPDATE_GOLDEN=1 cargo test --test check` rewrites the golden files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use std::process::Output;
 
-/// Run the binary from the crate root, so that paths in its output are stable.
-fn sni_router(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sni-router"));
-    cmd.current_dir(root()).args(args).env_remove("RUST_LOG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("the sni-router binary runs")
-}
-
-/// Compare `actual` with `tests/golden/<name>`, or rewrite it under UPDATE_GOLDEN=1.
-#[track_caller]
-fn golden(name: &str, actual: &str) {
-    let path: PathBuf = root().join("tests/golden").join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
-    if expected != actual {
-        let line = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "{} differs from the output at line {} (UPDATE_GOLDEN=1 to accept):\n--- expected\n{}\n--- actual\n{}",
-            path.display(),
-            line + 1,
-            expected.lines().nth(line).unwrap_or("<end>"),
-            actual.lines().nth(line).unwrap_or("<end>")
-        );
-    }
-}
+use common::{golden, run_in_root};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).expect("UTF-8 output")
@@ -53,10 +16,10 @@ fn stdout(out: &Output) -> String {
 
 #[test]
 fn example_file_is_clean() {
-    let out = sni_router(&["check", "--config", "config/values.example.yaml", "--strict"], &[]);
+    let out = run_in_root(&["check", "--config", "config/values.example.yaml", "--strict"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     golden("check-example.txt", &stdout(&out));
-    let out = sni_router(
+    let out = run_in_root(
         &["check", "--config", "config/values.example.yaml", "--format", "json"],
         &[],
     );
@@ -66,7 +29,7 @@ fn example_file_is_clean() {
 
 #[test]
 fn broken_file_lists_every_finding_and_exits_2() {
-    let out = sni_router(&["check", "--config", "tests/golden/broken.values.yaml"], &[]);
+    let out = run_in_root(&["check", "--config", "tests/golden/broken.values.yaml"], &[]);
     assert_eq!(out.status.code(), Some(2));
     let text = stdout(&out);
     golden("check-broken.txt", &text);
@@ -91,7 +54,7 @@ fn broken_file_lists_every_finding_and_exits_2() {
         assert!(line.starts_with("tests/golden/broken.values.yaml:"), "{line}");
     }
 
-    let out = sni_router(
+    let out = run_in_root(
         &[
             "check",
             "--config",
@@ -128,13 +91,13 @@ fn broken_file_lists_every_finding_and_exits_2() {
 
 #[test]
 fn warnings_fail_only_under_strict() {
-    let out = sni_router(&["check", "--config", "tests/golden/wide.values.yaml"], &[]);
+    let out = run_in_root(&["check", "--config", "tests/golden/wide.values.yaml"], &[]);
     assert_eq!(out.status.code(), Some(0));
     golden("check-wide.txt", &stdout(&out));
-    let out = sni_router(&["check", "--config", "tests/golden/wide.values.yaml", "--strict"], &[]);
+    let out = run_in_root(&["check", "--config", "tests/golden/wide.values.yaml", "--strict"], &[]);
     assert_eq!(out.status.code(), Some(1));
     // The flags read their environment variables too.
-    let out = sni_router(
+    let out = run_in_root(
         &["check"],
         &[
             ("SNI_ROUTER_CONFIG", "tests/golden/wide.values.yaml"),
@@ -148,14 +111,14 @@ fn warnings_fail_only_under_strict() {
 
 #[test]
 fn unreadable_and_unparsable_files_are_errors() {
-    let out = sni_router(&["check", "--config", "tests/golden/no-such-file.yaml"], &[]);
+    let out = run_in_root(&["check", "--config", "tests/golden/no-such-file.yaml"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stdout(&out).contains("error[io]"), "{}", stdout(&out));
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v.yaml");
     std::fs::write(&path, "routes:\n  tls: [\n").unwrap();
-    let out = sni_router(&["check", "--config", path.to_str().unwrap(), "--format", "json"], &[]);
+    let out = run_in_root(&["check", "--config", path.to_str().unwrap(), "--format", "json"], &[]);
     assert_eq!(out.status.code(), Some(2));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["findings"][0]["rule"], "yaml");

@@ -6,12 +6,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+use common::echo::{hang_up, open, ping, refused, tagged_echo};
 use common::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,14 +32,7 @@ async fn sigterm_keeps_open_connections_and_exits_0_as_soon_as_they_close() {
         "exited with a connection open"
     );
 
-    conn.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    timeout(Duration::from_secs(5), conn.read_to_end(&mut rest))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(rest.is_empty());
-    drop(conn);
+    assert!(hang_up(conn).await.is_empty());
     let closed = Instant::now();
     let status = exit_within(&mut router, Duration::from_secs(10)).expect("no exit after the last connection closed");
     let after = closed.elapsed();
@@ -115,13 +107,7 @@ async fn drain_listeners_stops_accepting_keeps_open_connections_and_the_process(
     ping(&mut conn, b"after drain_listeners").await;
 
     // Closing the last connection does not end the process: only a signal does.
-    conn.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    timeout(Duration::from_secs(5), conn.read_to_end(&mut rest))
-        .await
-        .unwrap()
-        .unwrap();
-    drop(conn);
+    hang_up(conn).await;
     assert!(
         exit_within(&mut router, Duration::from_millis(700)).is_none(),
         "the process exited"
@@ -169,100 +155,4 @@ async fn start(drain_timeout: &str) -> (RouterProcess, SocketAddr) {
     );
     let addr = router.addr(443);
     (router, addr)
-}
-
-/// The process's exit status if it exits within `limit`. The wait blocks a
-/// thread, so the runtime moves this worker's tasks (the backends) elsewhere.
-fn exit_within(router: &mut RouterProcess, limit: Duration) -> Option<ExitStatus> {
-    tokio::task::block_in_place(|| router.wait_exit(limit))
-}
-
-/// Wait until `/ready` answers `status`; return the body.
-async fn wait_ready(router: &RouterProcess, status: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let (now, body) = router.admin("GET", "/ready").await;
-        if now == status {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "/ready is {now} {body:?}, expected {status}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// A raw TCP backend that sends `tag\n` on accept, then echoes every byte
-/// (the replayed ClientHello first).
-async fn tagged_echo(tag: &'static str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.into_split();
-                if w.write_all(format!("{tag}\n").as_bytes()).await.is_err() {
-                    return;
-                }
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
-/// Connect through the router with a ClientHello for `sni`; return the
-/// connection (past the tag and the echoed hello) and the backend's tag.
-async fn open(addr: SocketAddr, sni: &str) -> (TcpStream, String) {
-    let attempt = async {
-        let hello = synthetic_hello(sni, 0);
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        stream.write_all(&hello).await.unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut tag = String::new();
-        reader.read_line(&mut tag).await.unwrap();
-        assert!(tag.ends_with('\n'), "no tag line from the backend via {addr}: {tag:?}");
-        let mut echo = vec![0u8; hello.len()];
-        reader.read_exact(&mut echo).await.unwrap();
-        assert_eq!(echo, hello);
-        assert!(reader.buffer().is_empty());
-        (reader.into_inner(), tag.trim_end().to_string())
-    };
-    timeout(Duration::from_secs(10), attempt)
-        .await
-        .unwrap_or_else(|_| panic!("connection via {addr} timed out"))
-}
-
-/// Send `msg` and read the echo (written and read at once, so large messages
-/// cannot deadlock on full socket buffers).
-async fn ping(stream: &mut TcpStream, msg: &[u8]) {
-    let (mut r, mut w) = stream.split();
-    let exchange = async {
-        let mut echo = vec![0u8; msg.len()];
-        let (written, read) = tokio::join!(w.write_all(msg), r.read_exact(&mut echo));
-        written.unwrap();
-        read.unwrap();
-        assert_eq!(echo, msg);
-    };
-    timeout(Duration::from_secs(10), exchange)
-        .await
-        .expect("echo timed out");
-}
-
-/// Wait until connecting to `addr` is refused (a listener being stopped may
-/// still take or reset one more connection; an accepted one is closed at once).
-async fn refused(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match TcpStream::connect(addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
-            // A SYN that races the listener's close is reset; try again.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("connect to {addr}: expected refused, got {e}"),
-            Ok(stream) => drop(stream),
-        }
-        assert!(Instant::now() < deadline, "{addr} still accepts connections");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

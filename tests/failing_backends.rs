@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::procfs::status_kib;
 use common::*;
 use sni_router::pki::Ca;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -80,24 +81,6 @@ fn routed(fqdn: &str) -> String {
         "sni_router_connections_routed_total{{listener=\"443\",route=\"{}\"}}",
         route_name(fqdn)
     )
-}
-
-/// The router's resident memory in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// A loopback port with nothing listening on it.
-fn closed_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    drop(listener);
-    addr
 }
 
 #[tokio::test]
@@ -220,7 +203,7 @@ async fn backend_never_reads_and_the_router_does_not_buffer() {
     let idle = Duration::from_secs(3);
     let router = start(&[(fqdn, Some(addr.to_string()))], &["--idle-timeout", "3s"]);
     let pid = router.pid();
-    let base = rss_kib(pid);
+    let base = status_kib(pid, "VmRSS");
 
     // The router forwards raw bytes after the hello; no TLS needed to push them.
     let mut client = TcpStream::connect(router.addr(443)).await.unwrap();
@@ -236,12 +219,12 @@ async fn backend_never_reads_and_the_router_does_not_buffer() {
             // Backpressure reached the client: the router stopped reading.
             Err(_) => break,
         }
-        peak = peak.max(rss_kib(pid));
+        peak = peak.max(status_kib(pid, "VmRSS"));
     }
     let stalled_at = Instant::now();
     // Stay stalled a moment longer: memory must not creep either.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    peak = peak.max(rss_kib(pid));
+    peak = peak.max(status_kib(pid, "VmRSS"));
     eprintln!(
         "stalled after {} MiB written; router VmRSS {base} KiB -> peak {peak} KiB",
         written / MIB

@@ -20,6 +20,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::procfs::{self, usage, Usage};
 use common::*;
 use sni_router::pki::Ca;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,43 +66,6 @@ struct Harness {
     n: usize,
 }
 
-/// Open descriptors and resident memory of a process.
-#[derive(Debug, Clone, Copy)]
-struct Usage {
-    fds: usize,
-    rss_kib: u64,
-    /// Peak resident memory so far (`VmHWM`).
-    peak_kib: u64,
-}
-
-fn usage(pid: u32) -> Usage {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    Usage {
-        fds,
-        rss_kib: kib("VmRSS:"),
-        peak_kib: kib("VmHWM:"),
-    }
-}
-
-/// The soft `RLIMIT_NOFILE` of this process (the router inherits it).
-fn open_file_limit() -> usize {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024)
-}
-
 /// One scenario at a time: each measures its own router's descriptors and
 /// memory, and the good client's latency, without the others' load.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -110,10 +74,10 @@ impl Harness {
     async fn start() -> Self {
         let serial = SERIAL.lock().await;
         let n = scale();
-        let limit = open_file_limit();
+        let limit = procfs::nofile().0;
         // This process holds the client ends, the router the server ends.
         assert!(
-            limit >= n + 256,
+            limit >= n as u64 + 256,
             "ulimit -n is {limit}, too low for {n} connections per side: raise it (ulimit -n {})",
             2 * n + 1024
         );
@@ -136,16 +100,8 @@ impl Harness {
             ca,
             _backend: backend,
             router,
-            fresh: Usage {
-                fds: 0,
-                rss_kib: 0,
-                peak_kib: 0,
-            },
-            base: Usage {
-                fds: 0,
-                rss_kib: 0,
-                peak_kib: 0,
-            },
+            fresh: Usage::default(),
+            base: Usage::default(),
             n,
         };
         // Warm up: the first connections allocate what every later one reuses.
@@ -248,7 +204,7 @@ impl Harness {
         let budget = self.n as u64 * RETAINED_PER_CONNECTION_KIB + 8 * 1024;
         eprintln!(
             "{scenario} round 1: n={} fds {} -> {}, VmRSS {} KiB -> {} KiB (peak {} KiB)",
-            self.n, self.fresh.fds, now.fds, self.fresh.rss_kib, now.rss_kib, now.peak_kib
+            self.n, self.fresh.fds, now.fds, self.fresh.rss_kib, now.rss_kib, now.hwm_kib
         );
         assert!(
             now.rss_kib <= self.fresh.rss_kib + budget,
@@ -269,7 +225,7 @@ impl Harness {
             now.fds,
             self.base.rss_kib,
             now.rss_kib,
-            now.peak_kib
+            now.hwm_kib
         );
         assert!(
             now.rss_kib <= self.base.rss_kib + RSS_SLACK_KIB,

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -21,6 +22,13 @@ fn start(backend: &TlsBackend, yaml: &str, ports: &[u16], extra: &[&str]) -> Rou
     flags.extend(extra.iter().map(|s| s.to_string()));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     RouterProcess::start(yaml, ports, &flags)
+}
+
+/// A TLS client for `ok.example.com` through `addr`, past the backend's greeting.
+async fn ok_client(addr: SocketAddr, ca: &Ca) -> Client {
+    let mut tls = tls_connect(addr, "ok.example.com", ca, None).await.unwrap();
+    assert_eq!(greeting(&mut tls).await, "backend=ok client=none");
+    tls
 }
 
 /// The router closes this connection without a byte (EOF or reset) within a second.
@@ -42,14 +50,8 @@ async fn max_connections_closes_the_excess_and_counts_it() {
         &[443],
         &["--max-connections", "2"],
     );
-    let mut a = tls_connect(router.addr(443), "ok.example.com", &ca, None)
-        .await
-        .unwrap();
-    let mut b = tls_connect(router.addr(443), "ok.example.com", &ca, None)
-        .await
-        .unwrap();
-    greeting(&mut a).await;
-    greeting(&mut b).await;
+    let a = ok_client(router.addr(443), &ca).await;
+    let _b = ok_client(router.addr(443), &ca).await;
     closed_at_once(TcpStream::connect(router.addr(443)).await.unwrap()).await;
     expect_metric(
         &router,
@@ -59,10 +61,7 @@ async fn max_connections_closes_the_excess_and_counts_it() {
     .await;
     drop(a);
     expect_metric(&router, "sni_router_connections_active{listener=\"443\"}", 1.0).await;
-    let mut c = tls_connect(router.addr(443), "ok.example.com", &ca, None)
-        .await
-        .unwrap();
-    assert_eq!(greeting(&mut c).await, "backend=ok client=none");
+    ok_client(router.addr(443), &ca).await;
 }
 
 #[tokio::test]
@@ -96,18 +95,11 @@ async fn slow_hello_flood_is_capped_and_clears_after_the_hello_timeout() {
         3.0,
     )
     .await;
-    let mut tls = tls_connect(router.addr(443), "ok.example.com", &ca, None)
-        .await
-        .unwrap();
-    assert_eq!(greeting(&mut tls).await, "backend=ok client=none");
+    let _tls = ok_client(router.addr(443), &ca).await;
     // A forwarded connection no longer holds a hello permit.
     let mut more = Vec::new();
     for _ in 0..4 {
-        let mut t = tls_connect(router.addr(443), "ok.example.com", &ca, None)
-            .await
-            .unwrap();
-        greeting(&mut t).await;
-        more.push(t);
+        more.push(ok_client(router.addr(443), &ca).await);
     }
 }
 
@@ -149,10 +141,7 @@ async fn per_source_hello_cap_keeps_one_slow_host_from_locking_out_the_rest() {
         .await;
     // Another host is served, while the slow host's hellos are still pending.
     for _ in 0..3 {
-        let mut tls = tls_connect(router.addr(443), "ok.example.com", &ca, None)
-            .await
-            .unwrap();
-        assert_eq!(greeting(&mut tls).await, "backend=ok client=none");
+        ok_client(router.addr(443), &ca).await;
     }
     // Once the slow host's pending hellos end, it is served again.
     drop(slow);
@@ -190,10 +179,7 @@ async fn source_cidrs_globally_and_per_port() {
         line.contains("client address 127.0.0.1 is not allowed on this port"),
         "{line}"
     );
-    let mut tls = tls_connect(router.addr(8443), "ok.example.com", &ca, None)
-        .await
-        .unwrap();
-    assert_eq!(greeting(&mut tls).await, "backend=ok client=none");
+    ok_client(router.addr(8443), &ca).await;
 }
 
 #[tokio::test]
@@ -204,10 +190,7 @@ async fn keepalive_from_client_traffic_policy_is_set_on_accepted_sockets() {
         "    - fqdn: ok.example.com\n      namespace: test\n      gatewayPort: 443\n      service: {name: ok, port: 1}\n      clientTrafficPolicy:\n        tcpKeepalive: {idleTime: 77s, interval: 13s, probes: 4}\n",
     );
     let router = start(&backend, &yaml, &[443], &[]);
-    let mut tls = tls_connect(router.addr(443), "ok.example.com", &ca, None)
-        .await
-        .unwrap();
-    greeting(&mut tls).await;
+    let tls = ok_client(router.addr(443), &ca).await;
     let local = tls.get_ref().0.local_addr().unwrap();
     // `ss -o` shows the router's side of our connection with its keepalive timer.
     let out = Command::new("ss")
@@ -332,12 +315,6 @@ async fn the_router_raises_its_open_file_limit_to_the_hard_limit() {
         std::panic::catch_unwind(|| start(&backend, &values(&route("ok.example.com", 443, "ok")), &[443], &[]));
     setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
     let router = router.unwrap();
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", router.pid())).unwrap();
-    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(fields[3], want.to_string(), "{line}");
-    let mut tls = tls_connect(router.addr(443), "ok.example.com", &ca, None)
-        .await
-        .unwrap();
-    assert_eq!(greeting(&mut tls).await, "backend=ok client=none");
+    assert_eq!(procfs::nofile_of(router.pid()).0, want, "the router's soft limit");
+    ok_client(router.addr(443), &ca).await;
 }

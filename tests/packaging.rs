@@ -946,9 +946,7 @@ async fn dashboard_queries_name_exported_metrics() {
     // config reloads that succeed and fail.
     let ca = Ca::new().unwrap();
     let ok = TlsBackend::start(&ca, "ok", &["ok.example.com", "pg.example.com"], None).await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let down = closed.local_addr().unwrap().to_string();
-    drop(closed);
+    let down = closed_port();
     let yaml = values(
         &[
             route("ok.example.com", 443, "ok"),

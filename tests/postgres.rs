@@ -15,11 +15,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::services::{self, blocking, Captured, Certs, Client, PgKind, PgOptions, Postgres, SslNegotiation, PSQL};
-use common::{backend_flag, route, values, RawBackend, RouterProcess};
+use common::{connections, hex, read_all, router_on, serve_each, wait_connections, RawBackend, RouterProcess};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// The gateway port PostgreSQL routes use (the router listens on 127.0.0.1:0 for it).
 const PG_PORT: u16 = 5432;
@@ -378,18 +378,13 @@ async fn the_leaf_certificate_seen_through_the_router_is_the_backends() {
         (&certs18, DB18, port, false, &fp18, "postgresql"),
     ];
     for (certs, fqdn, port, classic, expected, alpn) in cases {
-        let mut args = peer_cert_args(certs, fqdn, port);
+        let mut args = certs.peer_cert_args(fqdn, port);
         if classic {
             args.push("--pg-sslrequest".into());
         }
         // PostgreSQL 18 insists on ALPN `postgresql` for direct TLS.
         args.extend(["--alpn".into(), "postgresql".into()]);
-        let out = blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            services::python("tls_peer_cert.py", &args)
-        })
-        .await
-        .expect_ok("tls_peer_cert.py");
+        let out = services::tls_peer_cert(args).await.expect_ok("tls_peer_cert.py");
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], expected, "{fqdn} on {port}, classic={classic}");
         assert_eq!(
@@ -410,14 +405,11 @@ async fn a_gssenc_request_is_declined_and_classic_negotiation_goes_on() {
     let certs = Certs::new(&[DB]);
     let pg = Postgres::start(PgKind::V18, &PgOptions::new(&certs));
     let router = router(&[(DB, pg.addr())]);
-    let mut args = peer_cert_args(&certs, DB, router.addr(PG_PORT).port());
+    let mut args = certs.peer_cert_args(DB, router.addr(PG_PORT).port());
     args.extend(["--pg-gssenc-first", "--pg-sslrequest", "--alpn", "postgresql"].map(String::from));
-    let out = blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        services::python("tls_peer_cert.py", &args)
-    })
-    .await
-    .expect_ok("GSSENCRequest, SSLRequest, TLS");
+    let out = services::tls_peer_cert(args)
+        .await
+        .expect_ok("GSSENCRequest, SSLRequest, TLS");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines,
@@ -609,16 +601,14 @@ async fn a_backend_answering_n_is_refused_with_internal_error() {
         .await
         .expect_err("psql to a backend with ssl=off");
     assert!(err.contains("internal error"), "psql: {err}");
-    let args = peer_cert_args(&certs, DB, client.port)
+    let args = certs
+        .peer_cert_args(DB, client.port)
         .into_iter()
         .chain(["--pg-sslrequest".to_string()])
         .collect::<Vec<_>>();
-    let err = blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        services::python("tls_peer_cert.py", &args)
-    })
-    .await
-    .expect_err("python TLS client to a backend with ssl=off");
+    let err = services::tls_peer_cert(args)
+        .await
+        .expect_err("python TLS client to a backend with ssl=off");
     assert!(
         err.contains("INTERNAL_ERROR") || err.contains("internal error"),
         "python: {err}"
@@ -719,45 +709,15 @@ async fn fifty_concurrent_psql_sessions_all_succeed() {
 
 // === helpers ===
 
-/// A router whose gateway port 5432 has one route per (fqdn, backend address);
+/// A router whose gateway port 5432 (`PG_PORT`) has one route per (fqdn, backend address);
 /// the routes are named `<first label>-5432`.
 fn router(routes: &[(&str, SocketAddr)]) -> RouterProcess {
-    let mut items = String::new();
-    let mut extra = Vec::new();
-    for (i, (fqdn, endpoint)) in routes.iter().enumerate() {
-        let service = format!("pg{i}");
-        items.push_str(&route(fqdn, PG_PORT, &service));
-        extra.extend(backend_flag(&service, &endpoint.to_string()));
-    }
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    RouterProcess::start(&values(&items), &[PG_PORT], &extra)
+    router_on(PG_PORT, "pg", routes)
 }
 
 /// The deployment's client (CN=app, verify-ca) asking for `fqdn` at the router.
 fn through(router: &RouterProcess, certs: &Certs, fqdn: &str) -> Client {
     certs.client(fqdn, router.addr(PG_PORT).port())
-}
-
-/// Every access-log line so far (`"message": "connection"`).
-fn connections(router: &RouterProcess) -> Vec<Value> {
-    router
-        .logs()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["message"] == "connection")
-        .collect()
-}
-
-/// Wait (up to 10 s) until there are at least `n` access-log lines; all of them.
-async fn wait_connections(router: &RouterProcess, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines = connections(router);
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A session that was forwarded to its end. A libpq session does not end
@@ -796,22 +756,6 @@ async fn connection(router: &RouterProcess, fields: &[(&str, &str)]) -> Value {
     }
 }
 
-/// `tls_peer_cert.py` arguments for the CN=app client of `certs` asking for `fqdn` on `port`.
-fn peer_cert_args(certs: &Certs, fqdn: &str, port: u16) -> Vec<String> {
-    vec![
-        "--port".into(),
-        port.to_string(),
-        "--sni".into(),
-        fqdn.into(),
-        "--cacert".into(),
-        certs.ca_file.display().to_string(),
-        "--cert".into(),
-        certs.client_cert.display().to_string(),
-        "--key".into(),
-        certs.client_key.display().to_string(),
-    ]
-}
-
 /// A CancelRequest for backend `pid` with `key` (4 bytes in 3.0, up to 256 in 3.2).
 fn cancel_request(pid: u32, key: &[u8]) -> Vec<u8> {
     let mut out = ((12 + key.len()) as u32).to_be_bytes().to_vec();
@@ -821,46 +765,19 @@ fn cancel_request(pid: u32, key: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Everything the peer sends until it closes (a reset counts as the end),
-/// within 10 s.
-async fn read_all(stream: &mut TcpStream) -> Vec<u8> {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    let read = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => all.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the router kept the connection open");
-    all
-}
-
 /// A fake PostgreSQL that answers each connection's first 8 bytes (the
 /// router's SSLRequest) with `answer` in one write, then waits for EOF.
 async fn fake_pg_backend(answer: &'static [u8]) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut request = [0u8; 8];
-                if s.read_exact(&mut request).await.is_err() || request != SSL_REQUEST {
-                    return;
-                }
-                let _ = s.write_all(answer).await;
-                let mut sink = [0u8; 4096];
-                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
-            });
+    serve_each(move |mut s| async move {
+        let mut request = [0u8; 8];
+        if s.read_exact(&mut request).await.is_err() || request != SSL_REQUEST {
+            return;
         }
-    });
-    addr
+        let _ = s.write_all(answer).await;
+        let mut sink = [0u8; 4096];
+        while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await
 }
 
 /// Write `id<TAB>payload` rows until the file holds at least `bytes`; returns
@@ -940,8 +857,4 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Captured {
         stderr: fs::read_to_string(&err_path).unwrap_or_default(),
         timed_out,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

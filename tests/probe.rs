@@ -89,22 +89,18 @@ async fn lab() -> Lab {
 
 async fn start_with_leaf(leaf: pki::Leaf) -> (TlsBackend, std::net::SocketAddr) {
     let config = pki::server_config(&leaf, None, &[]).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else { return };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt;
-                if let Ok(mut tls) = acceptor.accept(s).await {
-                    let _ = tls.write_all(b"hi\n").await;
-                    let _ = tls.shutdown().await;
-                }
-            });
+    let addr = serve_each(move |s| {
+        let acceptor = acceptor.clone();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            if let Ok(mut tls) = acceptor.accept(s).await {
+                let _ = tls.write_all(b"hi\n").await;
+                let _ = tls.shutdown().await;
+            }
         }
-    });
+    })
+    .await;
     (
         TlsBackend {
             addr,

@@ -14,8 +14,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::services::{self, blocking, Certs, Client, Redis, RedisOptions, REDIS_CLI};
-use common::{backend_flag, route, values, RouterProcess};
-use serde_json::Value;
+use common::{hex, read_all, router_on, wait_connections, xorshift_bytes, RouterProcess};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -40,7 +39,7 @@ async fn redis_cli_ping_and_a_1_mib_random_value_byte_exact() {
 
     let dir = tempfile::tempdir().unwrap();
     let value_file = dir.path().join("value.bin");
-    let value = random_bytes(VALUE_BYTES);
+    let value = xorshift_bytes(0x2545_f491_4f6c_dd1d ^ VALUE_BYTES as u64, VALUE_BYTES);
     assert!(value.contains(&0) && value.contains(&b'\n') && value.contains(&0xff));
     fs::write(&value_file, &value).unwrap();
 
@@ -256,24 +255,9 @@ async fn the_leaf_certificate_seen_through_the_router_is_the_backends() {
         (&certs, CACHE, port, &fp),
         (&other_certs, OTHER, port, &other_fp),
     ] {
-        let args = vec![
-            "--port".to_string(),
-            port.to_string(),
-            "--sni".into(),
-            fqdn.into(),
-            "--cacert".into(),
-            certs.ca_file.display().to_string(),
-            "--cert".into(),
-            certs.client_cert.display().to_string(),
-            "--key".into(),
-            certs.client_key.display().to_string(),
-        ];
-        let out = blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            services::python("tls_peer_cert.py", &args)
-        })
-        .await
-        .expect_ok("tls_peer_cert.py");
+        let out = services::tls_peer_cert(certs.peer_cert_args(fqdn, port))
+            .await
+            .expect_ok("tls_peer_cert.py");
         assert_eq!(out.lines().next(), Some(expected.as_str()), "{fqdn} on {port}");
     }
     // The script half-closes and reads to the end: a clean close both ways.
@@ -365,45 +349,15 @@ async fn fifty_concurrent_redis_clients_all_succeed() {
 
 // === helpers ===
 
-/// A router whose gateway port 6379 has one route per (fqdn, backend address);
+/// A router whose gateway port 6379 (`REDIS_PORT`) has one route per (fqdn, backend address);
 /// the routes are named `<first label>-6379`.
 fn router(routes: &[(&str, SocketAddr)]) -> RouterProcess {
-    let mut items = String::new();
-    let mut extra = Vec::new();
-    for (i, (fqdn, endpoint)) in routes.iter().enumerate() {
-        let service = format!("redis{i}");
-        items.push_str(&route(fqdn, REDIS_PORT, &service));
-        extra.extend(backend_flag(&service, &endpoint.to_string()));
-    }
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    RouterProcess::start(&values(&items), &[REDIS_PORT], &extra)
+    router_on(REDIS_PORT, "redis", routes)
 }
 
 /// The deployment's client (CN=app) asking for `fqdn` at the router.
 fn through(router: &RouterProcess, certs: &Certs, fqdn: &str) -> Client {
     certs.client(fqdn, router.addr(REDIS_PORT).port())
-}
-
-/// Every access-log line so far (`"message": "connection"`).
-fn connections(router: &RouterProcess) -> Vec<Value> {
-    router
-        .logs()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["message"] == "connection")
-        .collect()
-}
-
-/// Wait (up to 10 s) until there are at least `n` access-log lines; all of them.
-async fn wait_connections(router: &RouterProcess, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines = connections(router);
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `redis_bulk.py` arguments for `client` (which must have a certificate).
@@ -478,39 +432,4 @@ fn run_with_timeout(mut cmd: Command, input: Option<&Path>, timeout: Duration) -
         fs::read(&out_path).unwrap_or_default(),
         fs::read(&err_path).unwrap_or_default(),
     )
-}
-
-/// Everything the peer sends until it closes (a reset counts as the end), within 10 s.
-async fn read_all(stream: &mut TcpStream) -> Vec<u8> {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    let read = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => all.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the router kept the connection open");
-    all
-}
-
-/// `len` pseudo-random bytes (xorshift64*), every byte value likely present.
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d ^ len as u64;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -6,49 +6,17 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sni_router::pki::Ca;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-struct Setup {
-    ca: Ca,
-    router: RouterProcess,
-    _backend: TlsBackend,
-}
-
-/// One good route (`ok.example.com`) and one whose backend is down (`down.example.com`).
-async fn setup() -> Setup {
-    let ca = Ca::new().unwrap();
-    let backend = TlsBackend::start(&ca, "ok", &["ok.example.com"], None).await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let down = closed.local_addr().unwrap().to_string();
-    drop(closed);
-    let yaml = values(
-        &[
-            route("ok.example.com", 443, "ok"),
-            route("down.example.com", 443, "down"),
-        ]
-        .concat(),
-    );
-    let mut flags: Vec<String> = backend_flag("ok", &backend.endpoint).into();
-    flags.extend(backend_flag("down", &down));
-    flags.extend([
-        "--hello-timeout".to_string(),
-        "1s".to_string(),
-        "--connect-timeout".into(),
-        "2s".into(),
-    ]);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let router = RouterProcess::start(&yaml, &[443], &flags);
-    Setup {
-        ca,
-        router,
-        _backend: backend,
-    }
+/// One good route (`ok.example.com`) and one whose backend is down
+/// (`down.example.com`), with short hello and connect timeouts.
+async fn setup() -> OkAndDown {
+    OkAndDown::start(&["--hello-timeout", "1s", "--connect-timeout", "2s"]).await
 }
 
 /// A normal client right after a refusal still gets through.
-async fn still_serving(s: &Setup) {
+async fn still_serving(s: &OkAndDown) {
     let mut tls = tls_connect(s.router.addr(443), "ok.example.com", &s.ca, None)
         .await
         .unwrap();
@@ -56,7 +24,7 @@ async fn still_serving(s: &Setup) {
 }
 
 /// Send `bytes`, half-close, and read everything the router answers.
-async fn raw_exchange(s: &Setup, bytes: &[u8]) -> Vec<u8> {
+async fn raw_exchange(s: &OkAndDown, bytes: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(s.router.addr(443)).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     let mut answer = Vec::new();

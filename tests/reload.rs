@@ -7,15 +7,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::echo::{hang_up, open, ping, refused, tagged_echo};
 use common::*;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
 const SUCCESS: &str = "sni_router_config_reloads_total{result=\"success\"}";
@@ -107,13 +106,7 @@ async fn reload_during_a_16_mib_transfer_changes_route_adds_and_removes_ports() 
     router.wait_log(&["stopped listening", "\"listener\":5432"]).await;
     refused(port5432).await;
     ping(&mut kept, b"after reload, port removed").await;
-    kept.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    timeout(Duration::from_secs(5), kept.read_to_end(&mut rest))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(rest.is_empty());
+    assert!(hang_up(kept).await.is_empty());
 
     // Let the writer finish; the open transfer completes byte-exact on the old backend.
     gate.send_replace(true);
@@ -178,7 +171,7 @@ async fn a_new_port_that_cannot_be_bound_fails_the_whole_reload() {
     replace(&path, &after);
     let line = router.wait_log(&["reload failed", "gateway port 6379"]).await;
     assert_eq!(json(&line)["level"], "ERROR", "{line}");
-    wait_metric(&router, FAILURE, 1.0).await;
+    expect_metric(&router, FAILURE, 1.0).await;
     assert_eq!(router.metric(SUCCESS).await.unwrap_or(0.0), 0.0);
     let (_, tag) = open(addr, "bulk.example.com").await;
     assert_eq!(tag, "old", "all or nothing: the route change is not applied either");
@@ -187,7 +180,7 @@ async fn a_new_port_that_cannot_be_bound_fails_the_whole_reload() {
     drop(taken);
     router.signal("HUP");
     router.wait_log(&["config reloaded"]).await;
-    wait_metric(&router, SUCCESS, 1.0).await;
+    expect_metric(&router, SUCCESS, 1.0).await;
     let (_, tag) = open(addr, "bulk.example.com").await;
     assert_eq!(tag, "new");
     router
@@ -214,7 +207,7 @@ async fn a_broken_file_keeps_the_old_table_logs_line_and_field_and_counts_a_fail
         .await;
     assert_eq!(json(&line)["level"], "ERROR", "{line}");
     router.wait_log(&["reload failed: keeping the previous config"]).await;
-    wait_metric(&router, FAILURE, 1.0).await;
+    expect_metric(&router, FAILURE, 1.0).await;
     assert_eq!(router.metric(SUCCESS).await.unwrap_or(0.0), 0.0);
     let (mut conn, tag) = open(addr, "bulk.example.com").await;
     assert_eq!(tag, "old", "the old table still serves");
@@ -225,14 +218,14 @@ async fn a_broken_file_keeps_the_old_table_logs_line_and_field_and_counts_a_fail
     assert!(typo.lines().nth(9).unwrap().starts_with("      servce:"));
     replace(&path, &typo);
     router.wait_log(&["values.yaml:10:", "routes.tls[0].servce"]).await;
-    wait_metric(&router, FAILURE, 2.0).await;
+    expect_metric(&router, FAILURE, 2.0).await;
     let (_, tag) = open(addr, "bulk.example.com").await;
     assert_eq!(tag, "old");
 
     // A good file again is picked up.
     replace(&path, &values(&route("bulk.example.com", 443, "new")));
     router.wait_log(&["config reloaded"]).await;
-    wait_metric(&router, SUCCESS, 1.0).await;
+    expect_metric(&router, SUCCESS, 1.0).await;
     assert_eq!(router.metric(FAILURE).await, Some(2.0));
     let (_, tag) = open(addr, "bulk.example.com").await;
     assert_eq!(tag, "new");
@@ -265,7 +258,7 @@ async fn with_watching_off_only_sighup_reloads() {
     router.signal("HUP");
     router.wait_log(&["SIGHUP: reloading"]).await;
     router.wait_log(&["config reloaded"]).await;
-    wait_metric(&router, SUCCESS, 1.0).await;
+    expect_metric(&router, SUCCESS, 1.0).await;
     let (mut conn, tag) = open(addr, "bulk.example.com").await;
     assert_eq!(tag, "new");
     ping(&mut conn, b"after SIGHUP").await;
@@ -289,15 +282,15 @@ async fn a_removed_route_leaves_metrics_and_a_kept_one_keeps_its_counts() {
         ping(&mut conn, b"counted").await;
     }
     let routed = |name: &str| format!("sni_router_connections_routed_total{{listener=\"443\",route=\"{name}\"}}");
-    wait_metric(&router, &routed("gone-443"), 1.0).await;
-    wait_metric(&router, &routed("kept-443"), 1.0).await;
+    expect_metric(&router, &routed("gone-443"), 1.0).await;
+    expect_metric(&router, &routed("kept-443"), 1.0).await;
 
     replace(
         &router.dir.path().join("values.yaml"),
         &values(&route("kept.example.com", 443, "new")),
     );
     router.signal("HUP");
-    wait_metric(&router, SUCCESS, 1.0).await;
+    expect_metric(&router, SUCCESS, 1.0).await;
     let (_, body) = router.admin("GET", "/metrics").await;
     let stale: Vec<&str> = body.lines().filter(|l| l.contains("route=\"gone-443\"")).collect();
     assert!(stale.is_empty(), "series of the removed route: {stale:#?}");
@@ -308,7 +301,7 @@ async fn a_removed_route_leaves_metrics_and_a_kept_one_keeps_its_counts() {
     assert_eq!(tag, "new");
     ping(&mut conn, b"again").await;
     drop(conn);
-    wait_metric(&router, &routed("kept-443"), 2.0).await;
+    expect_metric(&router, &routed("kept-443"), 2.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +356,7 @@ async fn configmap_symlink_swap_is_noticed() {
 
     router.wait_log(&["config file changed: reloading"]).await;
     router.wait_log(&["config reloaded"]).await;
-    wait_metric(&router, SUCCESS, 1.0).await;
+    expect_metric(&router, SUCCESS, 1.0).await;
     assert_eq!(router.metric(FAILURE).await.unwrap_or(0.0), 0.0);
     let (mut conn, tag) = open(addr, "bulk.example.com").await;
     assert_eq!(tag, "new");
@@ -480,113 +473,6 @@ fn spawn(
 async fn watcher_started(router: &RouterProcess) {
     router.wait_log(&["\"message\":\"serving\""]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-}
-
-/// Replace a file atomically (write aside, rename over), so the watcher never
-/// reads a half-written file.
-fn replace(path: &Path, text: &str) {
-    let aside = path.with_extension("yaml.tmp");
-    std::fs::write(&aside, text).unwrap();
-    std::fs::rename(&aside, path).unwrap();
-}
-
-/// A raw TCP backend that sends `tag\n` on accept, then echoes every byte
-/// (the replayed ClientHello first).
-async fn tagged_echo(tag: &'static str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.into_split();
-                if w.write_all(format!("{tag}\n").as_bytes()).await.is_err() {
-                    return;
-                }
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
-/// Connect through the router with a ClientHello for `sni`; return the
-/// connection (past the tag and the echoed hello) and the backend's tag.
-async fn open(addr: SocketAddr, sni: &str) -> (TcpStream, String) {
-    let attempt = async {
-        let hello = synthetic_hello(sni, 0);
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        stream.write_all(&hello).await.unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut tag = String::new();
-        reader.read_line(&mut tag).await.unwrap();
-        assert!(
-            tag.ends_with('\n'),
-            "no tag line from a backend for {sni} via {addr}: {tag:?}"
-        );
-        let mut echo = vec![0u8; hello.len()];
-        reader.read_exact(&mut echo).await.unwrap();
-        assert_eq!(echo, hello, "the backend got the hello byte for byte");
-        assert!(reader.buffer().is_empty());
-        (reader.into_inner(), tag.trim_end().to_string())
-    };
-    timeout(Duration::from_secs(10), attempt)
-        .await
-        .unwrap_or_else(|_| panic!("connection to {sni} via {addr} timed out"))
-}
-
-/// Send `msg` and read the echo.
-async fn ping(stream: &mut TcpStream, msg: &[u8]) {
-    let exchange = async {
-        stream.write_all(msg).await.unwrap();
-        let mut echo = vec![0u8; msg.len()];
-        stream.read_exact(&mut echo).await.unwrap();
-        assert_eq!(echo, msg);
-    };
-    timeout(Duration::from_secs(10), exchange)
-        .await
-        .expect("echo timed out");
-}
-
-/// Wait until connecting to `addr` is refused (a listener being stopped may
-/// still take or reset one more connection; an accepted one is closed at once).
-async fn refused(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match TcpStream::connect(addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
-            // A SYN that races the listener's close is reset; try again.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("connect to {addr}: expected refused, got {e}"),
-            Ok(stream) => drop(stream),
-        }
-        assert!(Instant::now() < deadline, "{addr} still accepts connections");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Wait until `series` has `value`.
-async fn wait_metric(router: &RouterProcess, series: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = router.metric(series).await;
-        if now == Some(value) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{series} is {now:?}, expected {value}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Wait until `done()` holds.
-async fn poll_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Kills a process we started (by its id) when the test ends, pass or fail.

@@ -7,57 +7,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
 use common::services::python;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Run the binary from the crate root, so that paths in its output are stable.
-fn sni_router(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sni-router"))
-        .current_dir(root())
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the sni-router binary runs")
-}
-
-/// Compare `actual` with `tests/golden/<name>`, or rewrite it under UPDATE_GOLDEN=1.
-#[track_caller]
-fn golden(name: &str, actual: &str) {
-    let path: PathBuf = root().join("tests/golden").join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
-    if expected != actual {
-        let line = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "{} differs from the output at line {} (UPDATE_GOLDEN=1 to accept):\n--- expected\n{}\n--- actual\n{}",
-            path.display(),
-            line + 1,
-            expected.lines().nth(line).unwrap_or("<end>"),
-            actual.lines().nth(line).unwrap_or("<end>")
-        );
-    }
-}
+use common::{golden, run_in_root};
 
 /// Run `render` and return stdout; it must succeed.
 #[track_caller]
 fn render(args: &[&str]) -> (String, String) {
     let mut all = vec!["render"];
     all.extend_from_slice(args);
-    let out = sni_router(&all);
+    let out = run_in_root(&all, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "render {args:?} failed: {stderr}");
     (String::from_utf8(out.stdout).expect("UTF-8"), stderr)
@@ -151,11 +109,17 @@ fn gateway_api_refuses_what_helm_cannot_render() {
         "routes:\n  tls:\n    - {fqdn: a.example.com, service: {name: a, port: 1}}\n",
     )
     .unwrap();
-    let out = sni_router(&["render", "--config", path.to_str().unwrap(), "--to", "gateway-api"]);
+    let out = run_in_root(
+        &["render", "--config", path.to_str().unwrap(), "--to", "gateway-api"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nil pointer evaluating interface {}.name"));
     // A file `run` refuses is refused here too.
-    let out = sni_router(&["render", "--config", "tests/golden/broken.values.yaml", "--to", "envoy"]);
+    let out = run_in_root(
+        &["render", "--config", "tests/golden/broken.values.yaml", "--to", "envoy"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken.values.yaml:46:20"));

@@ -57,6 +57,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use common::procfs::{usage, Usage};
 use common::*;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use ring::digest::{self, SHA256};
@@ -64,7 +65,7 @@ use rustls::pki_types::ServerName;
 use sni_router::pki::{self, Ca};
 use sni_router::sniff::postgres;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 
@@ -467,125 +468,148 @@ async fn idle_lane(soak: Arc<Soak>, deadline: Instant, idle: Duration) {
 
 /// Every refusal in turn, a few milliseconds apart.
 async fn refusal_lane(soak: Arc<Soak>, deadline: Instant) {
+    let unrecognized_name = Answer::Exact(&ALERT_UNRECOGNIZED_NAME);
+    let decode_error = Answer::Exact(&ALERT_DECODE_ERROR);
+    let internal_error = Answer::Exact(&ALERT_INTERNAL_ERROR);
+    let silence = Answer::Exact(&[]);
+    let pg_refusal = postgres::plaintext_refusal();
+    let s = &soak;
+    // A raw client: (kind, port, SSLRequest first, bytes, reason, answer).
+    let raw = move |kind, port, negotiate, bytes, reason, answer| {
+        s.run(kind, SHORT_LIMIT, s.refused(port, negotiate, bytes, reason, answer))
+    };
+    // A real TLS client: (kind, SNI, rustls's alert name, reason).
+    let tls = move |kind, sni, alert, reason| s.run(kind, SHORT_LIMIT, s.tls_refused(sni, alert, reason));
     let mut i = 0u64;
     while Instant::now() < deadline && i < MAX_OPS_PER_LANE {
         let seed = soak.seed();
         let mut rng = Prng::new(seed);
-        let s = &soak;
-        let l = SHORT_LIMIT;
         match i % 15 {
             0 => {
                 let hello = synthetic_hello("nope.example.com", rng.below(600) as usize);
-                let op = s.refused(
+                raw(
+                    "refuse unknown SNI",
                     TLS_PORT,
                     false,
                     hello,
                     "unknown_sni",
-                    Answer::Exact(&ALERT_UNRECOGNIZED_NAME),
-                );
-                s.run("refuse unknown SNI", l, op).await
+                    unrecognized_name,
+                )
+                .await
             }
             1 => {
-                let op = s.tls_refused("nope.example.com", "UnrecognisedName", "unknown_sni");
-                s.run("refuse unknown SNI (tls)", l, op).await
+                tls(
+                    "refuse unknown SNI (tls)",
+                    "nope.example.com",
+                    "UnrecognisedName",
+                    "unknown_sni",
+                )
+                .await
             }
             2 => {
                 // Routed on 443 only: per-port routing refuses it on 5432.
                 let hello = synthetic_hello(ECHO_SNI, 0);
-                let op = s.refused(
+                raw(
+                    "refuse other port's SNI (pg)",
                     PG_PORT,
                     true,
                     hello,
                     "unknown_sni",
-                    Answer::Exact(&ALERT_UNRECOGNIZED_NAME),
-                );
-                s.run("refuse other port's SNI (pg)", l, op).await
+                    unrecognized_name,
+                )
+                .await
             }
-            3 => {
-                // rustls sends no SNI to an IP address.
-                let op = s.tls_refused("127.0.0.1", "UnrecognisedName", "no_sni");
-                s.run("refuse no SNI (tls)", l, op).await
-            }
+            // rustls sends no SNI to an IP address.
+            3 => tls("refuse no SNI (tls)", "127.0.0.1", "UnrecognisedName", "no_sni").await,
             4 => {
                 // '@'..'O' first: no protocol the router knows starts so.
                 let mut bytes = rng.some_bytes(512);
                 bytes[0] = 0x40 | (bytes[0] & 0x0f);
-                let op = s.refused(TLS_PORT, false, bytes, "not_tls", Answer::Exact(&[]));
-                s.run("refuse garbage", l, op).await
+                raw("refuse garbage", TLS_PORT, false, bytes, "not_tls", silence).await
             }
             5 => {
                 let request = format!("GET /{seed} HTTP/1.1\r\nHost: {ECHO_SNI}\r\n\r\n").into_bytes();
-                let op = s.refused(TLS_PORT, false, request, "not_tls", Answer::Exact(&[]));
-                s.run("refuse plaintext HTTP", l, op).await
+                raw("refuse plaintext HTTP", TLS_PORT, false, request, "not_tls", silence).await
             }
             6 => {
                 let mut hello = synthetic_hello(ECHO_SNI, 0);
                 hello[5] = 2; // ServerHello, not ClientHello
-                let op = s.refused(
+                raw(
+                    "refuse malformed hello",
                     TLS_PORT,
                     false,
                     hello,
                     "malformed_hello",
-                    Answer::Exact(&ALERT_DECODE_ERROR),
-                );
-                s.run("refuse malformed hello", l, op).await
+                    decode_error,
+                )
+                .await
             }
             7 => {
                 // A hello claiming a 70 000-byte body: refused from the header.
                 let mut hello = synthetic_hello(ECHO_SNI, 0);
                 hello[6..9].copy_from_slice(&70_000u32.to_be_bytes()[1..]);
-                let op = s.refused(
+                raw(
+                    "refuse oversized hello",
                     TLS_PORT,
                     false,
                     hello,
                     "hello_too_large",
-                    Answer::Exact(&ALERT_DECODE_ERROR),
-                );
-                s.run("refuse oversized hello", l, op).await
+                    decode_error,
+                )
+                .await
             }
             8 => {
-                let refusal = postgres::plaintext_refusal();
-                let op = s.refused(
-                    PG_PORT,
-                    false,
-                    startup_message(),
-                    "pg_plaintext",
-                    Answer::Exact(&refusal),
-                );
-                s.run("refuse plaintext pg", l, op).await
+                let startup = startup_message();
+                let refusal = Answer::Exact(&pg_refusal);
+                raw("refuse plaintext pg", PG_PORT, false, startup, "pg_plaintext", refusal).await
             }
             9 => {
                 let ping = b"*1\r\n$4\r\nPING\r\n".to_vec();
-                let op = s.refused(TLS_PORT, false, ping, "redis_plaintext", Answer::Line(RESP_REFUSAL));
-                s.run("refuse plaintext redis", l, op).await
+                let refusal = Answer::Line(RESP_REFUSAL);
+                raw(
+                    "refuse plaintext redis",
+                    TLS_PORT,
+                    false,
+                    ping,
+                    "redis_plaintext",
+                    refusal,
+                )
+                .await
             }
             10 => {
                 let hello = synthetic_hello(DOWN_SNI, 0);
-                let op = s.refused(
+                raw(
+                    "refuse backend down",
                     TLS_PORT,
                     false,
                     hello,
                     "upstream_unreachable",
-                    Answer::Exact(&ALERT_INTERNAL_ERROR),
-                );
-                s.run("refuse backend down", l, op).await
+                    internal_error,
+                )
+                .await
             }
             11 => {
-                let op = s.tls_refused(DOWN_SNI, "InternalError", "upstream_unreachable");
-                s.run("refuse backend down (tls)", l, op).await
+                tls(
+                    "refuse backend down (tls)",
+                    DOWN_SNI,
+                    "InternalError",
+                    "upstream_unreachable",
+                )
+                .await
             }
-            12 => s.run("leave before hello", l, s.leave(false)).await,
-            13 => s.run("leave mid hello", l, s.leave(true)).await,
+            12 => s.run("leave before hello", SHORT_LIMIT, s.leave(false)).await,
+            13 => s.run("leave mid hello", SHORT_LIMIT, s.leave(true)).await,
             _ => {
                 let hello = synthetic_hello("nope.example.com", 0);
-                let op = s.refused(
+                raw(
+                    "refuse unknown SNI (pg)",
                     PG_PORT,
                     true,
                     hello,
                     "unknown_sni",
-                    Answer::Exact(&ALERT_UNRECOGNIZED_NAME),
-                );
-                s.run("refuse unknown SNI (pg)", l, op).await
+                    unrecognized_name,
+                )
+                .await
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -673,6 +697,7 @@ enum Fate {
 }
 
 /// What a refused raw client must read before the close.
+#[derive(Clone, Copy)]
 enum Answer<'a> {
     /// Exactly these bytes (none: a silent close).
     Exact(&'a [u8]),
@@ -1270,26 +1295,20 @@ struct SoakBackend {
 
 impl SoakBackend {
     async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = errors.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
+        let addr = serve_each(move |stream| {
+            let sink = sink.clone();
+            async move {
+                let error = match tokio::time::timeout(BACKEND_LIMIT, serve_backend(stream)).await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => e,
+                    Err(_) => format!("connection still open after {BACKEND_LIMIT:?}"),
                 };
-                let sink = sink.clone();
-                tokio::spawn(async move {
-                    let error = match tokio::time::timeout(BACKEND_LIMIT, serve_backend(stream)).await {
-                        Ok(Ok(())) => return,
-                        Ok(Err(e)) => e,
-                        Err(_) => format!("connection still open after {BACKEND_LIMIT:?}"),
-                    };
-                    sink.lock().unwrap().push(error);
-                });
+                sink.lock().unwrap().push(error);
             }
-        });
+        })
+        .await;
         Self { addr, errors }
     }
 
@@ -1593,55 +1612,11 @@ fn unexpected_logs(logs: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Open descriptors (sockets and pipes among them) and resident memory.
-#[derive(Debug, Clone, Copy, Default)]
-struct Usage {
-    fds: usize,
-    sockets: usize,
-    pipes: usize,
-    rss_kib: u64,
-    /// Peak resident memory since start (`VmHWM`).
-    hwm_kib: u64,
-}
-
-impl Usage {
-    fn non_pipes(&self) -> usize {
-        self.fds - self.pipes
-    }
-}
-
 /// Most pipe descriptors the router's splice pools hold once idle: two per
 /// pipe, `SPLICE_POOL_PER_THREAD` pipes per runtime worker (one per CPU).
 fn pipe_pool_bound() -> usize {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     2 * SPLICE_POOL_PER_THREAD * workers
-}
-
-fn usage(pid: u32) -> Usage {
-    let mut u = Usage::default();
-    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
-        for entry in dir.flatten() {
-            u.fds += 1;
-            let target = std::fs::read_link(entry.path()).unwrap_or_default();
-            let target = target.to_string_lossy();
-            if target.starts_with("socket:") {
-                u.sockets += 1;
-            } else if target.starts_with("pipe:") {
-                u.pipes += 1;
-            }
-        }
-    }
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    u.rss_kib = kib("VmRSS:");
-    u.hwm_kib = kib("VmHWM:");
-    u
 }
 
 /// Descriptors other than pipes back within the slack of `base` (waiting up

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::echo::echo_backend;
 use common::*;
 use sha2::{Digest, Sha256};
 use sni_router::pki::Ca;
@@ -89,26 +90,9 @@ async fn mutual_tls_works_end_to_end() {
     assert_eq!(alert_of(&err).as_deref(), Some("CertificateRequired"), "{err}");
 }
 
-/// A backend that echoes raw bytes (after the replayed hello) with a checksum.
-async fn raw_echo() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.into_split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn sixteen_mib_each_way_at_once_with_equal_checksums() {
-    let echo = raw_echo().await;
+    let echo = echo_backend().await;
     let yaml = values(&route("bulk.example.com", 443, "bulk"));
     let flags = backend_flag("bulk", &echo.to_string());
     let router = RouterProcess::start(&yaml, &[443], &[&flags[0], &flags[1]]);
@@ -190,9 +174,7 @@ async fn hello_one_byte_per_write_three_records_and_post_quantum_size_are_forwar
 async fn backend_with_two_endpoints_of_which_the_first_refuses() {
     let ca = Ca::new().unwrap();
     let good = TlsBackend::start(&ca, "second", &["two.example.com"], None).await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let refused = closed.local_addr().unwrap().to_string();
-    drop(closed);
+    let refused = closed_port();
     let yaml = values(&route("two.example.com", 443, "two"));
     let f1 = backend_flag("two", &refused);
     let f2 = backend_flag("two", &good.endpoint);

@@ -40,11 +40,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::echo::{echo_backend, refused};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -132,7 +132,7 @@ async fn hundred_reloads_while_connections_flow_lose_none() {
         // ever seen (~320 KB by the end), and fetching it dominated the loop.
         wait_count(&router, "\"message\":\"config reloaded\"", generation as usize).await;
         if generation.is_multiple_of(10) {
-            wait_metric(&router, SUCCESS, generation as f64).await;
+            expect_metric(&router, SUCCESS, generation as f64).await;
         }
 
         let added = format!("r{generation}.example.com");
@@ -448,23 +448,14 @@ async fn nth_listening(router: &RouterProcess, port: u16, n: usize) -> SocketAdd
 /// A raw TCP backend that reads until the client's EOF, then answers
 /// `tag\n` followed by every byte it received (the replayed hello first), and closes.
 async fn reply_backend(tag: &'static str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut reply = format!("{tag}\n").into_bytes();
-                if s.read_to_end(&mut reply).await.is_ok() {
-                    let _ = s.write_all(&reply).await;
-                    let _ = s.shutdown().await;
-                }
-            });
+    serve_each(move |mut s| async move {
+        let mut reply = format!("{tag}\n").into_bytes();
+        if s.read_to_end(&mut reply).await.is_ok() {
+            let _ = s.write_all(&reply).await;
+            let _ = s.shutdown().await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 // === drain under load ===
@@ -494,7 +485,7 @@ async fn sigterm_with_500_open_transfers_completes_all_byte_exact() {
     // Per connection: the client's and the backend's socket here; in the
     // router two sockets and, while bytes move, up to two splice pipes (two
     // descriptors each). The router inherits the limit.
-    ensure_nofile(6 * TRANSFERS as u64 + 256);
+    procfs::ensure_nofile(6 * TRANSFERS as u64 + 256);
     let echo = echo_backend().await;
     let flags = backend_flag("bulk", &echo.to_string());
     let drain = format!("{}s", DRAIN_TIMEOUT.as_secs());
@@ -512,7 +503,7 @@ async fn sigterm_with_500_open_transfers_completes_all_byte_exact() {
     );
     let addr = router.addr(443);
 
-    let random: Arc<Vec<u8>> = Arc::new(pseudo_random(TRANSFERS * STRIDE + SIZE));
+    let random: Arc<Vec<u8>> = Arc::new(xorshift_bytes(0x9e37_79b9_7f4a_7c15, TRANSFERS * STRIDE + SIZE));
     let (open_first, first) = watch::channel(false);
     let (open_second, second) = watch::channel(false);
     let echoed = Arc::new(AtomicUsize::new(0));
@@ -551,9 +542,7 @@ async fn sigterm_with_500_open_transfers_completes_all_byte_exact() {
     )
     .await;
 
-    let router_fds = std::fs::read_dir(format!("/proc/{}/fd", router.pid()))
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let router_fds = procfs::fd_count(router.pid());
 
     // Let the bytes flow again and signal while they do.
     open_first.send_replace(true);
@@ -568,7 +557,7 @@ async fn sigterm_with_500_open_transfers_completes_all_byte_exact() {
     assert_eq!(wait_ready(&router, 503).await, "DRAINING\n");
     refused(addr).await;
     assert!(
-        tokio::task::block_in_place(|| router.wait_exit(Duration::from_millis(1))).is_none(),
+        exit_within(&mut router, Duration::from_millis(1)).is_none(),
         "the router exited with transfers open"
     );
     // The writers are parked at the second checkpoint, so none can have finished yet.
@@ -602,7 +591,7 @@ async fn sigterm_with_500_open_transfers_completes_all_byte_exact() {
         assert_eq!(t.received, SIZE as u64, "transfer {i}: byte count");
     }
 
-    let status = tokio::task::block_in_place(|| router.wait_exit(Duration::from_secs(10)))
+    let status = exit_within(&mut router, Duration::from_secs(10))
         .expect("the router did not exit after the last transfer closed");
     let exit_after_last = last.elapsed();
     let drain_took = signalled.elapsed();
@@ -738,136 +727,4 @@ async fn transfer(
         received,
         finished: Instant::now(),
     })
-}
-
-/// `len` pseudo-random bytes (xorshift64*, fixed seed).
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// A raw TCP backend that echoes every byte (the replayed hello first) and
-/// closes its side after the client's EOF.
-async fn echo_backend() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.into_split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
-/// Raise this process's soft RLIMIT_NOFILE to at least `need` (up to the hard
-/// limit) with `prlimit(1)`; processes started afterwards inherit it.
-fn ensure_nofile(need: u64) {
-    let (soft, hard) = nofile();
-    if soft >= need {
-        return;
-    }
-    assert!(
-        hard >= need,
-        "RLIMIT_NOFILE hard limit {hard} is below the {need} this test needs"
-    );
-    let status = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &std::process::id().to_string(),
-            &format!("--nofile={hard}:{hard}"),
-        ])
-        .status()
-        .expect("prlimit(1), to raise the open-file limit");
-    assert!(status.success(), "prlimit failed: {status}");
-    assert!(nofile().0 >= need, "the open-file limit is still {:?}", nofile());
-}
-
-/// (soft, hard) RLIMIT_NOFILE of this process, from /proc/self/limits.
-fn nofile() -> (u64, u64) {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .expect("Max open files in /proc/self/limits");
-    let mut fields = line["Max open files".len()..].split_whitespace();
-    let mut value = || match fields.next() {
-        Some("unlimited") => u64::MAX,
-        Some(n) => n.parse().unwrap(),
-        None => panic!("malformed: {line}"),
-    };
-    (value(), value())
-}
-
-// === helpers ===
-
-/// Replace a file atomically (write aside, rename over).
-fn replace(path: &Path, text: &str) {
-    let aside = path.with_extension("yaml.tmp");
-    std::fs::write(&aside, text).unwrap();
-    std::fs::rename(&aside, path).unwrap();
-}
-
-/// Wait until `series` has `value` (polled often: a reload takes milliseconds).
-async fn wait_metric(router: &RouterProcess, series: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = router.metric(series).await;
-        if now == Some(value) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{series} is {now:?}, expected {value}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Wait until `/ready` answers `status`; return the body.
-async fn wait_ready(router: &RouterProcess, status: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (now, body) = router.admin("GET", "/ready").await;
-        if now == status {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "/ready is {now} {body:?}, expected {status}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Wait until connecting to `addr` is refused (a listener being stopped may
-/// still take or reset one more connection; an accepted one is closed at once).
-async fn refused(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match TcpStream::connect(addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
-            // A SYN that races the listener's close is reset; try again.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("connect to {addr}: expected refused, got {e}"),
-            Ok(stream) => drop(stream),
-        }
-        assert!(Instant::now() < deadline, "{addr} still accepts connections");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Wait until `done()` holds.
-async fn poll_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }

@@ -1,16 +1,20 @@
 //! Fixtures shared by the integration tests: the router binary started on
 //! free ports with its logs captured, TLS backends with certificates from a
-//! throwaway CA, and raw-byte helpers. The real PostgreSQL and Redis servers
-//! are in `services`.
+//! throwaway CA, and raw-byte helpers. Raw echo backends and the clients that
+//! talk to them through the router are in `echo`, what `/proc` says about a
+//! process in `procfs`, the real PostgreSQL and Redis servers in `services`.
 #![allow(dead_code)]
 
+pub mod echo;
+pub mod procfs;
 pub mod services;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -213,6 +217,78 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
     )
 }
 
+/// Listen on 127.0.0.1:0 and run `serve` on every accepted connection, each
+/// in a task of its own, for as long as the runtime lives; the address.
+pub async fn serve_each<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
+        }
+    });
+    addr
+}
+
+/// A loopback address with nothing listening on it (bound, then released).
+pub fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    addr
+}
+
+/// A router on gateway port 443 with one good route (`ok.example.com`, to a
+/// [`TlsBackend`] named `ok`) and one whose backend is down (`down.example.com`).
+pub struct OkAndDown {
+    /// The CA the backend's certificate comes from.
+    pub ca: Ca,
+    /// The router, started with the caller's extra flags.
+    pub router: RouterProcess,
+    /// The backend behind `ok.example.com`.
+    pub ok: TlsBackend,
+}
+
+impl OkAndDown {
+    /// Start the backend and the router, with `extra` flags for `run`.
+    pub async fn start(extra: &[&str]) -> Self {
+        let ca = Ca::new().unwrap();
+        let ok = TlsBackend::start(&ca, "ok", &["ok.example.com"], None).await;
+        let yaml = values(
+            &[
+                route("ok.example.com", 443, "ok"),
+                route("down.example.com", 443, "down"),
+            ]
+            .concat(),
+        );
+        let mut flags: Vec<String> = backend_flag("ok", &ok.endpoint).into();
+        flags.extend(backend_flag("down", &closed_port()));
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let router = RouterProcess::start(&yaml, &[443], &flags);
+        Self { ca, router, ok }
+    }
+}
+
+/// A router whose gateway port `port` has one route per (fqdn, backend
+/// address), each to its own service `<prefix><index>`; the routes are named
+/// `<first label>-<port>`.
+pub fn router_on(port: u16, prefix: &str, routes: &[(&str, SocketAddr)]) -> RouterProcess {
+    let mut items = String::new();
+    let mut extra = Vec::new();
+    for (i, (fqdn, endpoint)) in routes.iter().enumerate() {
+        let service = format!("{prefix}{i}");
+        items.push_str(&route(fqdn, port, &service));
+        extra.extend(backend_flag(&service, &endpoint.to_string()));
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    RouterProcess::start(&values(&items), &[port], &extra)
+}
+
 /// A TLS server that presents its own certificate, greets with its name,
 /// reports the client certificate's subject (if any) and then echoes.
 pub struct TlsBackend {
@@ -229,47 +305,41 @@ impl TlsBackend {
     pub async fn start(ca: &Ca, name: &str, names: &[&str], client_ca: Option<&Ca>) -> Self {
         let leaf = ca.server(names).unwrap();
         let config = pki::server_config(&leaf, client_ca, &[]).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let acceptor = TlsAcceptor::from(config);
         let name = name.to_string();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
+        let addr = serve_each(move |stream| {
+            let acceptor = acceptor.clone();
+            let name = name.clone();
+            async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
                     return;
                 };
-                let acceptor = acceptor.clone();
-                let name = name.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let client = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .map(|c| subject(c.as_ref()))
-                        .unwrap_or_else(|| "none".into());
-                    let greeting = format!("backend={name} client={client}\n");
-                    if tls.write_all(greeting.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        match tls.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if tls.write_all(&buf[..n]).await.is_err() {
-                                    return;
-                                }
+                let client = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| subject(c.as_ref()))
+                    .unwrap_or_else(|| "none".into());
+                let greeting = format!("backend={name} client={client}\n");
+                if tls.write_all(greeting.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if tls.write_all(&buf[..n]).await.is_err() {
+                                return;
                             }
                         }
                     }
-                    let _ = tls.shutdown().await;
-                });
+                }
+                let _ = tls.shutdown().await;
             }
-        });
+        })
+        .await;
         Self {
             addr,
             leaf,
@@ -357,24 +427,18 @@ pub struct RawBackend {
 impl RawBackend {
     /// Start a raw backend answering `reply` after EOF.
     pub async fn start(reply: &'static [u8]) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let (tx, received) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    return;
-                };
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let mut all = Vec::new();
-                    let _ = s.read_to_end(&mut all).await;
-                    let _ = s.write_all(reply).await;
-                    let _ = s.shutdown().await;
-                    let _ = tx.send(all);
-                });
+        let addr = serve_each(move |mut s| {
+            let tx = tx.clone();
+            async move {
+                let mut all = Vec::new();
+                let _ = s.read_to_end(&mut all).await;
+                let _ = s.write_all(reply).await;
+                let _ = s.shutdown().await;
+                let _ = tx.send(all);
             }
-        });
+        })
+        .await;
         Self { addr, received }
     }
 }
@@ -400,6 +464,14 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// Replace a file atomically (write aside, rename over), so a watcher never
+/// reads a half-written file.
+pub fn replace(path: &Path, text: &str) {
+    let aside = path.with_extension("yaml.tmp");
+    std::fs::write(&aside, text).unwrap();
+    std::fs::rename(&aside, path).unwrap();
 }
 
 /// A ClientHello record with SNI and `padding` extra bytes (a padding extension).
@@ -473,6 +545,139 @@ pub async fn expect_metric(router: &RouterProcess, series: &str, want: f64) {
             let (_, body) = router.admin("GET", "/metrics").await;
             panic!("{series} is {got:?}, want {want}\n{body}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Often: a reload or a connection's end takes milliseconds.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Wait until `/ready` answers `status` (up to 5 s); return the body.
+pub async fn wait_ready(router: &RouterProcess, status: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (now, body) = router.admin("GET", "/ready").await;
+        if now == status {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "/ready is {now} {body:?}, expected {status}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The process's exit status if it exits within `limit`. The wait blocks a
+/// thread, so the runtime (multi-threaded) moves this worker's tasks, the
+/// backends among them, elsewhere.
+pub fn exit_within(router: &mut RouterProcess, limit: Duration) -> Option<ExitStatus> {
+    tokio::task::block_in_place(|| router.wait_exit(limit))
+}
+
+/// Wait until `done()` holds, up to `limit`; `what` names it in the failure.
+pub async fn poll_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Every access-log line so far (`"message": "connection"`).
+pub fn connections(router: &RouterProcess) -> Vec<serde_json::Value> {
+    router
+        .logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "connection")
+        .collect()
+}
+
+/// Wait (up to 10 s) until there are at least `n` access-log lines; all of them.
+pub async fn wait_connections(router: &RouterProcess, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = connections(router);
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Everything the peer sends until it closes (a reset counts as the end),
+/// within 10 s.
+pub async fn read_all(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the router kept the connection open");
+    all
+}
+
+/// `len` pseudo-random bytes from `seed` (xorshift64*), every byte value likely present.
+pub fn xorshift_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// === golden files ===
+
+/// The crate root (where `Cargo.toml` is).
+pub fn crate_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Run the binary to completion from the crate root, so that paths in its
+/// output are stable, with `RUST_LOG` unset and `env` added.
+pub fn run_in_root(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(crate_root()).args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the sni-router binary runs")
+}
+
+/// Compare `actual` with `tests/golden/<name>`, or rewrite it under UPDATE_GOLDEN=1.
+#[track_caller]
+pub fn golden(name: &str, actual: &str) {
+    let path: PathBuf = crate_root().join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
+    if expected != actual {
+        let line = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{} differs from the output at line {} (UPDATE_GOLDEN=1 to accept):\n--- expected\n{}\n--- actual\n{}",
+            path.display(),
+            line + 1,
+            expected.lines().nth(line).unwrap_or("<end>"),
+            actual.lines().nth(line).unwrap_or("<end>")
+        );
     }
 }

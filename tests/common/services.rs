@@ -115,6 +115,17 @@ pub fn psycopg(conninfo: &str, sql: &str) -> Captured {
     python("pg_query.py", &[conninfo, sql])
 }
 
+/// Run `tests/py/tls_peer_cert.py` with `args` (see [`Certs::peer_cert_args`])
+/// on the blocking pool: it prints the SHA-256 of the leaf certificate the
+/// server showed, then the ALPN protocol it chose (`-` for none).
+pub async fn tls_peer_cert(args: Vec<String>) -> Captured {
+    blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        python("tls_peer_cert.py", &args)
+    })
+    .await
+}
+
 /// Run a blocking client call (`psql`, `redis-cli`, ...) on tokio's blocking
 /// pool, so that a router serving on the test's own runtime (even a
 /// `current_thread` one) keeps running meanwhile. A panic inside resumes here.
@@ -200,6 +211,23 @@ impl Certs {
         let leaf = self.ca.client(common_name).expect("client certificate");
         leaf.write(self.dir.path(), &format!("client-{common_name}"))
             .expect("write client")
+    }
+
+    /// [`tls_peer_cert`] arguments for the `CN=app` client asking for `fqdn`
+    /// on 127.0.0.1:`port`, trusting this CA.
+    pub fn peer_cert_args(&self, fqdn: &str, port: u16) -> Vec<String> {
+        vec![
+            "--port".into(),
+            port.to_string(),
+            "--sni".into(),
+            fqdn.into(),
+            "--cacert".into(),
+            self.ca_file.display().to_string(),
+            "--cert".into(),
+            self.client_cert.display().to_string(),
+            "--key".into(),
+            self.client_key.display().to_string(),
+        ]
     }
 
     /// A client that connects to 127.0.0.1:`port` asking for `fqdn`, trusting
