@@ -6,6 +6,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
@@ -112,7 +113,12 @@ pub async fn serve(listener: TcpListener, port: u16, shared: Arc<Shared>, mut st
         };
         let span = tracing::info_span!("conn", listener = port, client.addr = %peer);
         let task = connection(stream, peer, port, open, permit).instrument(span);
-        tokio::spawn(contained(task, shared.clone(), port, peer));
+        tokio::spawn(Contained {
+            task,
+            shared: shared.clone(),
+            port,
+            peer,
+        });
     }
 }
 
@@ -133,25 +139,39 @@ async fn connection(stream: TcpStream, peer: SocketAddr, port: u16, open: OpenGu
     finish(shared, port, outcome, Some((&counters, started.elapsed())));
 }
 
-/// Run one connection's task; a panic in it (a bug) ends that connection
-/// only, and is logged and counted like any other end. The runtime would
-/// contain the panic too, but silently: no access-log event, no metric.
-async fn contained(task: impl Future<Output = ()>, shared: Arc<Shared>, port: u16, peer: SocketAddr) {
-    // The task is dropped at the end of this block, before the event below:
-    // its sockets close and its guards (open count, active gauge, hello
-    // permit) are released first.
-    let ran = {
-        let mut task = std::pin::pin!(task);
-        std::future::poll_fn(
-            |cx| match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
-                Ok(Poll::Pending) => Poll::Pending,
-                Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
-                Err(payload) => Poll::Ready(Err(payload)),
-            },
-        )
-        .await
-    };
-    let Err(payload) = ran else { return };
+pin_project_lite::pin_project! {
+    /// One connection's task; a panic in it (a bug) ends that connection
+    /// only, and is logged and counted like any other end. The runtime would
+    /// contain the panic too, but silently: no access-log event, no metric.
+    /// A struct, not an `async fn` wrapper: that would store the task twice
+    /// (argument and pinned local), doubling every connection's memory.
+    struct Contained<F> {
+        #[pin]
+        task: F,
+        shared: Arc<Shared>,
+        port: u16,
+        peer: SocketAddr,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Contained<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let task = this.task;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| task.poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                // The runtime drops the task (its sockets, guards and permit) right after.
+                report_panic(this.shared, *this.port, *this.peer, payload.as_ref());
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+fn report_panic(shared: &Shared, port: u16, peer: SocketAddr, payload: &(dyn std::any::Any + Send)) {
     let message = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

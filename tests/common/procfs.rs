@@ -82,7 +82,7 @@ pub fn nofile() -> (u64, u64) {
 }
 
 /// Raise this process's soft `RLIMIT_NOFILE` to at least `need` (up to the
-/// hard limit) with `prlimit(1)`; processes started afterwards inherit it.
+/// hard limit); processes started afterwards inherit it.
 pub fn ensure_nofile(need: u64) {
     let (soft, hard) = nofile();
     if soft >= need {
@@ -92,14 +92,7 @@ pub fn ensure_nofile(need: u64) {
         hard >= need,
         "RLIMIT_NOFILE hard limit {hard} is below the {need} this test needs"
     );
-    let status = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &std::process::id().to_string(),
-            &format!("--nofile={hard}:{hard}"),
-        ])
-        .status()
-        .expect("prlimit(1), to raise the open-file limit");
-    assert!(status.success(), "prlimit failed: {status}");
+    use nix::sys::resource::{setrlimit, Resource};
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("raise the soft open-file limit");
     assert!(nofile().0 >= need, "the open-file limit is still {:?}", nofile());
 }
