@@ -186,8 +186,8 @@ fn build_routes(values: &Values, problems: &mut Vec<Problem>) -> Vec<Route> {
         .as_ref()
         .and_then(|g| g.port.as_ref())
         .map_or(DEFAULT_GATEWAY_PORT, |p| p.value);
-    let mut routes = Vec::new();
-    let mut seen: HashMap<(u16, SniPattern), (usize, Pos)> = HashMap::new();
+    let mut routes = Vec::with_capacity(values.tls.len());
+    let mut seen: HashMap<(u16, SniPattern), (usize, Pos)> = HashMap::with_capacity(values.tls.len());
     for item in &values.tls {
         let field = |key: &str| format!("routes.tls[{}].{key}", item.index);
         let Some(fqdn) = &item.fqdn else { continue };

@@ -5,6 +5,7 @@
 //! them into the router's `Config`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use super::yaml::{Key, Node, Pos, Value};
@@ -214,25 +215,35 @@ struct Fields<'n> {
     entries: Vec<(&'n Key, &'n Node)>,
 }
 
+/// `parent.key`, written out only when a problem needs it: one allocation
+/// per field of every route otherwise.
+struct Child<'a>(&'a str, &'a str);
+
+impl fmt::Display for Child<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str(self.1)
+        } else {
+            write!(f, "{}.{}", self.0, self.1)
+        }
+    }
+}
+
 impl<'n> Fields<'n> {
     fn take(&mut self, key: &str) -> Option<&'n Node> {
         let i = self.entries.iter().position(|(k, _)| k.name == key)?;
         Some(self.entries.remove(i).1)
     }
 
-    fn child(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
+    fn child<'k>(&'k self, key: &'k str) -> Child<'k> {
+        Child(&self.path, key)
     }
 }
 
 impl Reader<'_> {
-    fn error(&mut self, at: Pos, field: impl Into<String>, message: impl Into<String>) {
+    fn error(&mut self, at: Pos, field: impl fmt::Display, message: impl Into<String>) {
         self.problems
-            .push(Problem::new(Severity::Error, at, field, "schema", message));
+            .push(Problem::new(Severity::Error, at, field.to_string(), "schema", message));
     }
 
     /// A mapping's entries; `null` (an empty section such as `gateways:`) reads as empty.
@@ -292,7 +303,7 @@ impl Reader<'_> {
         }
     }
 
-    fn string(&mut self, node: &Node, path: &str) -> Option<Located<String>> {
+    fn string(&mut self, node: &Node, path: &dyn fmt::Display) -> Option<Located<String>> {
         match &node.value {
             Value::Str(s) => Some(Located {
                 value: s.clone(),
@@ -309,7 +320,7 @@ impl Reader<'_> {
         }
     }
 
-    fn port(&mut self, node: &Node, path: &str) -> Option<Located<u16>> {
+    fn port(&mut self, node: &Node, path: &dyn fmt::Display) -> Option<Located<u16>> {
         match &node.value {
             Value::Int(n) if (1..=65535).contains(n) => Some(Located {
                 value: *n as u16,
@@ -343,7 +354,7 @@ impl Reader<'_> {
         }
     }
 
-    fn boolean(&mut self, node: &Node, path: &str) {
+    fn boolean(&mut self, node: &Node, path: &dyn fmt::Display) {
         if !matches!(node.value, Value::Bool(_)) {
             self.error(
                 node.at,
@@ -353,7 +364,7 @@ impl Reader<'_> {
         }
     }
 
-    fn string_map(&mut self, node: &Node, path: &str) -> Option<BTreeMap<String, String>> {
+    fn string_map(&mut self, node: &Node, path: &dyn fmt::Display) -> Option<BTreeMap<String, String>> {
         let Value::Map(entries) = &node.value else {
             if node.value != Value::Null {
                 self.error(
@@ -374,7 +385,7 @@ impl Reader<'_> {
         Some(out)
     }
 
-    fn object(&mut self, node: &Node, path: &str) {
+    fn object(&mut self, node: &Node, path: &dyn fmt::Display) {
         if !matches!(node.value, Value::Map(_) | Value::Null) {
             self.error(
                 node.at,
@@ -414,16 +425,16 @@ impl Reader<'_> {
         }
         if let Some(n) = f.take("port") {
             gateway.port = self.port(n, &f.child("port"));
-            self.template_only(n.at, &f.child("port"));
+            self.template_only(n.at, f.child("port"));
         }
         if let Some(n) = f.take("externalTrafficPolicy") {
             self.string(n, &f.child("externalTrafficPolicy"));
-            self.template_only(n.at, &f.child("externalTrafficPolicy"));
+            self.template_only(n.at, f.child("externalTrafficPolicy"));
         }
         if external {
             if let Some(n) = f.take("issuer") {
                 gateway.issuer = self.string(n, &f.child("issuer"));
-                self.template_only(n.at, &f.child("issuer"));
+                self.template_only(n.at, f.child("issuer"));
             }
         }
         let allowed: &[&str] = &["name", "namespace", "className", "serviceAnnotations"];
@@ -431,11 +442,11 @@ impl Reader<'_> {
         Some(gateway)
     }
 
-    fn template_only(&mut self, at: Pos, field: &str) {
+    fn template_only(&mut self, at: Pos, field: impl fmt::Display) {
         self.problems.push(Problem::new(
             Severity::Warning,
             at,
-            field,
+            field.to_string(),
             "chart-schema",
             format!(
                 "{field} is read by the chart's templates but rejected by its values.schema.json: \
@@ -462,7 +473,7 @@ impl Reader<'_> {
             .and_then(|n| self.port(n, &f.child("gatewayPort")));
         match f.take("service") {
             Some(n) => {
-                let service_path = f.child("service");
+                let service_path = f.child("service").to_string();
                 if let Some(mut s) = self.fields(n, &service_path) {
                     match s.take("name") {
                         Some(v) => item.service_name = self.string(v, &s.child("name")),
@@ -498,7 +509,7 @@ impl Reader<'_> {
         Some(item)
     }
 
-    fn from(&mut self, node: &Node, path: &str) -> Option<Located<String>> {
+    fn from(&mut self, node: &Node, path: &dyn fmt::Display) -> Option<Located<String>> {
         let s = self.string(node, path)?;
         if !["Same", "All", "Selector"].contains(&s.value.as_str()) {
             self.error(
@@ -511,8 +522,8 @@ impl Reader<'_> {
         Some(s)
     }
 
-    fn traffic_policy(&mut self, node: &Node, path: &str) -> Option<TrafficPolicy> {
-        let mut f = self.fields(node, path)?;
+    fn traffic_policy(&mut self, node: &Node, path: &dyn fmt::Display) -> Option<TrafficPolicy> {
+        let mut f = self.fields(node, &path.to_string())?;
         let mut policy = TrafficPolicy {
             at: node.at,
             ..TrafficPolicy::default()
@@ -526,7 +537,7 @@ impl Reader<'_> {
             .and_then(|n| self.string(n, &f.child("namespace")))
             .map(|l| l.value);
         if let Some(n) = f.take("tcpKeepalive") {
-            let kpath = f.child("tcpKeepalive");
+            let kpath = f.child("tcpKeepalive").to_string();
             if let Some(mut k) = self.fields(n, &kpath) {
                 let idle_node = k.take("idleTime");
                 let interval_node = k.take("interval");
@@ -562,7 +573,7 @@ impl Reader<'_> {
         Some(policy)
     }
 
-    fn duration(&mut self, node: &Node, path: &str) -> Option<Duration> {
+    fn duration(&mut self, node: &Node, path: &dyn fmt::Display) -> Option<Duration> {
         let s = self.string(node, path)?;
         match parse_duration(&s.value) {
             Ok(d) => Some(d),
@@ -587,7 +598,7 @@ impl Reader<'_> {
         item.name = f.take("name").and_then(|n| self.string(n, &f.child("name")));
         item.namespace = f.take("namespace").and_then(|n| self.string(n, &f.child("namespace")));
         if let Some(n) = f.take("service") {
-            let spath = f.child("service");
+            let spath = f.child("service").to_string();
             if let Some(mut s) = self.fields(n, &spath) {
                 match s.take("name") {
                     Some(v) => drop(self.string(v, &s.child("name"))),
@@ -620,7 +631,7 @@ impl Reader<'_> {
             self.object(n, &f.child("filters"));
         }
         if let Some(n) = f.take("timeouts") {
-            let tpath = f.child("timeouts");
+            let tpath = f.child("timeouts").to_string();
             if let Some(mut t) = self.fields(n, &tpath) {
                 for key in ["request", "backendRequest"] {
                     if let Some(v) = t.take(key) {
@@ -635,7 +646,7 @@ impl Reader<'_> {
         }
         for key in HTTP_TEMPLATE_ONLY {
             if let Some(n) = f.take(key) {
-                self.template_only(n.at, &f.child(key));
+                self.template_only(n.at, f.child(key));
             }
         }
         let allowed: &[&str] = &[
