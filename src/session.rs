@@ -241,7 +241,32 @@ pub async fn run(
     counters: &Counters,
 ) -> Outcome {
     let mut outcome = Outcome::new(conn.peer);
-    let result = route_and_forward(&mut client, conn, &table, ctx, hello_permit, counters, &mut outcome).await;
+    // The routing state (sniff, hello, connect, timers) is boxed and freed
+    // before forwarding starts: inline, the task would keep room for it for
+    // the connection's whole life, and idle connections are mostly this task.
+    let routing = Box::pin(route_and_connect(
+        &mut client,
+        conn,
+        &table,
+        ctx,
+        hello_permit,
+        counters,
+        &mut outcome,
+    ));
+    let result = match routing.await {
+        Ok(Routed::Backend(backend)) => Ok(Ending::Forwarded(
+            forward::forward(
+                &client,
+                &backend,
+                ctx.limits.idle_timeout,
+                counters,
+                ctx.limits.zero_copy,
+            )
+            .await,
+        )),
+        Ok(Routed::Done(ending)) => Ok(ending),
+        Err(reject) => Err(reject),
+    };
     outcome.ending = match result {
         Ok(ending) => ending,
         Err(reject) => {
@@ -252,7 +277,15 @@ pub async fn run(
     outcome
 }
 
-async fn route_and_forward(
+/// How routing ended: a backend ready for forwarding, or nothing to forward.
+enum Routed {
+    /// Connected, negotiation and hello replayed.
+    Backend(TcpStream),
+    /// Done without forwarding (a plaintext cancel request).
+    Done(Ending),
+}
+
+async fn route_and_connect(
     client: &mut TcpStream,
     conn: Conn,
     table: &RouteTable,
@@ -260,7 +293,7 @@ async fn route_and_forward(
     hello_permit: HelloPermit,
     counters: &Counters,
     outcome: &mut Outcome,
-) -> Result<Ending, Reject> {
+) -> Result<Routed, Reject> {
     let limits = &ctx.limits;
     let port = conn.port;
     let started = tokio::time::Instant::now();
@@ -288,7 +321,11 @@ async fn route_and_forward(
     let hello = match sniffed {
         Sniffed::Tls(hello) => hello,
         Sniffed::PgStartup { minor } => return Err(Reject::PgPlaintext(minor)),
-        Sniffed::PgCancel(bytes) => return forward_cancel(port, table, limits, &bytes, outcome).await,
+        Sniffed::PgCancel(bytes) => {
+            return forward_cancel(port, table, limits, &bytes, outcome)
+                .await
+                .map(Routed::Done)
+        }
         Sniffed::RespPlaintext => return Err(Reject::RespPlaintext),
         Sniffed::NotTls => return Err(Reject::NotTls),
     };
@@ -323,10 +360,7 @@ async fn route_and_forward(
         .await
         .map_err(|e| Reject::BackendNoTls(format!("writing the ClientHello: {e}")))?;
     counters.add(Direction::Upstream, hello.bytes.len() as u64);
-    drop(hello);
-    Ok(Ending::Forwarded(
-        forward::forward(client, &backend, limits.idle_timeout, counters, limits.zero_copy).await,
-    ))
+    Ok(Routed::Backend(backend))
 }
 
 /// Replay PostgreSQL's negotiation to the backend: exactly one `S` must come back.
@@ -398,7 +432,9 @@ async fn refuse(client: &mut TcpStream, reply: Reply) {
         return;
     }
     let _ = client.shutdown().await;
-    let mut sink = [0u8; 4096];
+    // On the heap: on the stack it would sit in every connection's future
+    // (this one is part of the task's state machine) for the whole session.
+    let mut sink = vec![0u8; 4096];
     let _ = tokio::time::timeout(LINGER, async {
         let mut total = 0usize;
         while let Ok(n) = client.read(&mut sink).await {

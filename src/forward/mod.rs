@@ -100,40 +100,46 @@ pub async fn forward(
     let start = Instant::now();
     // Milliseconds since `start` of the last byte moved, shared by both directions.
     let last = AtomicU64::new(0);
-    let up = pipe(
-        client,
-        backend,
-        Side::Client,
-        Side::Backend,
-        Direction::Upstream,
-        counters,
-        &last,
-        start,
+    // Pinned here, not moved into the blocks below: a future moved into an
+    // async block or `select!` is stored twice (the capture and the local),
+    // and an idle connection's memory is mostly this future.
+    let mut up = std::pin::pin!(pipe(
+        Half {
+            from: client,
+            to: backend,
+            from_side: Side::Client,
+            to_side: Side::Backend,
+            direction: Direction::Upstream,
+            counters,
+            last: &last,
+            start,
+        },
         zero_copy,
-    );
-    let down = pipe(
-        backend,
-        client,
-        Side::Backend,
-        Side::Client,
-        Direction::Downstream,
-        counters,
-        &last,
-        start,
+    ));
+    let mut down = std::pin::pin!(pipe(
+        Half {
+            from: backend,
+            to: client,
+            from_side: Side::Backend,
+            to_side: Side::Client,
+            direction: Direction::Downstream,
+            counters,
+            last: &last,
+            start,
+        },
         zero_copy,
-    );
+    ));
     // An error in either direction ends both: waiting on the other would keep
     // the backend session open (an idle database never speaks first) until the
     // idle timeout. A reset once the other direction has finished cleanly is
     // how many servers end (PostgreSQL exits with the client's close_notify
     // unread): that is a close, not a failure.
     let both = async {
-        tokio::pin!(up, down);
         let (mut up_done, mut down_done) = (false, false);
         while !(up_done && down_done) {
             let (result, other_done) = tokio::select! {
-                r = &mut up, if !up_done => (r.map(|()| up_done = true), down_done),
-                r = &mut down, if !down_done => (r.map(|()| down_done = true), up_done),
+                r = up.as_mut(), if !up_done => (r.map(|()| up_done = true), down_done),
+                r = down.as_mut(), if !down_done => (r.map(|()| down_done = true), up_done),
             };
             match result {
                 Ok(()) => {}
@@ -155,6 +161,7 @@ pub async fn forward(
             }
         }
     };
+    let (both, idle_watch) = (std::pin::pin!(both), std::pin::pin!(idle_watch));
     tokio::select! {
         result = both => match result {
             Ok(()) => End::Closed,
@@ -181,29 +188,9 @@ struct Half<'a> {
     start: Instant,
 }
 
-/// Move `from` → `to` until EOF, then shut down writing on `to`.
-#[allow(clippy::too_many_arguments)]
-async fn pipe(
-    from: &TcpStream,
-    to: &TcpStream,
-    from_side: Side,
-    to_side: Side,
-    direction: Direction,
-    counters: &Counters,
-    last: &AtomicU64,
-    start: Instant,
-    zero_copy: bool,
-) -> Result<(), (Side, io::Error)> {
-    let half = Half {
-        from,
-        to,
-        from_side,
-        to_side,
-        direction,
-        counters,
-        last,
-        start,
-    };
+/// Move `from` → `to` until EOF, then shut down writing on `to`. Takes the
+/// `Half` by value: an idle connection's memory is mostly this future, twice.
+async fn pipe(half: Half<'_>, zero_copy: bool) -> Result<(), (Side, io::Error)> {
     #[cfg(target_os = "linux")]
     if zero_copy {
         return splice::run(&half).await;

@@ -31,7 +31,8 @@ pub(super) async fn run(half: &Half<'_>) -> Result<(), (Side, io::Error)> {
         half.from.readable().await.map_err(|e| (half.from_side, e))?;
         let Some(pipe) = take() else {
             // Out of file descriptors for pipes: carry on without zero-copy.
-            return copy::run(half).await;
+            // Boxed: rare, and its state would otherwise sit in every connection.
+            return Box::pin(copy::run(half)).await;
         };
         // The pipe is empty, so EAGAIN here can only mean the socket has no data.
         let n = match half.from.try_io(Interest::READABLE, || {
