@@ -64,6 +64,16 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// Fuzzing only: when the fast path takes `text`, the tree it builds equals
+/// serde-saphyr's, positions included. Panics otherwise.
+#[cfg(fuzzing)]
+pub fn check_fast_path(text: &str) {
+    if let Some(fast) = fast::parse(text, &budget()) {
+        let slow = parse_with_serde(text, budget());
+        assert_eq!(Ok(&fast), slow.as_ref().map_err(|e| e.message.clone()), "{text:?}");
+    }
+}
+
 /// Parse `text` into a tree. An empty document is `Null`.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let budget = budget();
