@@ -77,11 +77,9 @@ pub async fn bind(port: u16, addr: SocketAddr) -> Result<TcpListener, BindError>
 }
 
 /// Accept on `listener` until `stop` turns true; the socket closes on return.
-pub async fn serve(listener: TcpListener, port: u16, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let label = port.to_string();
-    let accepted_total = shared.ctx.metrics.accepted.with_label_values(&[&label]);
-    // Exported as 0 from the start, so an alert on any increase works.
-    shared.ctx.metrics.panicked.with_label_values(&[&label]);
+pub async fn serve(listener: TcpListener, number: u16, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let port = Arc::new(Port::new(number, &shared.ctx.metrics));
+    let accepted_total = shared.ctx.metrics.accepted.with_label_values(&[&port.label]);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -90,7 +88,7 @@ pub async fn serve(listener: TcpListener, port: u16, shared: Arc<Shared>, mut st
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                pause_on_accept_error(port, &e).await;
+                pause_on_accept_error(number, &e).await;
                 continue;
             }
         };
@@ -98,7 +96,7 @@ pub async fn serve(listener: TcpListener, port: u16, shared: Arc<Shared>, mut st
         let Some(open) = OpenGuard::enter(&shared) else {
             finish(
                 &shared,
-                port,
+                &port,
                 Outcome::refused(peer, Reject::ConnectionLimit(shared.max_connections)),
                 None,
             );
@@ -107,36 +105,39 @@ pub async fn serve(listener: TcpListener, port: u16, shared: Arc<Shared>, mut st
         let permit = match shared.hellos.admit(peer.ip()) {
             Ok(permit) => permit,
             Err(reject) => {
-                finish(&shared, port, Outcome::refused(peer, reject), None);
+                finish(&shared, &port, Outcome::refused(peer, reject), None);
                 continue;
             }
         };
-        let span = tracing::info_span!("conn", listener = port, client.addr = %peer);
-        let task = connection(stream, peer, port, open, permit).instrument(span);
+        let span = tracing::info_span!("conn", listener = number, client.addr = %peer);
+        let task = connection(stream, peer, port.clone(), open, permit).instrument(span);
         tokio::spawn(Contained {
             task,
-            shared: shared.clone(),
-            port,
+            port: port.clone(),
             peer,
         });
     }
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, port: u16, open: OpenGuard, permit: HelloPermit) {
+async fn connection(stream: TcpStream, peer: SocketAddr, port: Arc<Port>, open: OpenGuard, permit: HelloPermit) {
     let shared = &open.0;
     let _ = stream.set_nodelay(true);
     let table = shared.table.load_full();
-    if let Some(keepalive) = table.keepalive(port) {
+    if let Some(keepalive) = table.keepalive(port.number) {
         set_keepalive(&stream, keepalive);
     }
     let local = stream.local_addr().unwrap_or(peer);
     // A guard, so a panicking session still leaves the gauge honest.
-    let _active = ActiveGuard::new(shared.ctx.metrics.active.with_label_values(&[&port.to_string()]));
+    let _active = ActiveGuard::new(port.active.clone());
     let started = tokio::time::Instant::now();
     let counters = Counters::default();
-    let conn = Conn { port, peer, local };
+    let conn = Conn {
+        port: port.number,
+        peer,
+        local,
+    };
     let outcome = session::run(stream, conn, table, &shared.ctx, permit, &counters).await;
-    finish(shared, port, outcome, Some((&counters, started.elapsed())));
+    finish(shared, &port, outcome, Some((&counters, started.elapsed())));
 }
 
 pin_project_lite::pin_project! {
@@ -148,8 +149,7 @@ pin_project_lite::pin_project! {
     struct Contained<F> {
         #[pin]
         task: F,
-        shared: Arc<Shared>,
-        port: u16,
+        port: Arc<Port>,
         peer: SocketAddr,
     }
 }
@@ -164,30 +164,25 @@ impl<F: Future<Output = ()>> Future for Contained<F> {
             Ok(poll) => poll,
             Err(payload) => {
                 // The runtime drops the task (its sockets, guards and permit) right after.
-                report_panic(this.shared, *this.port, *this.peer, payload.as_ref());
+                report_panic(this.port, *this.peer, payload.as_ref());
                 Poll::Ready(())
             }
         }
     }
 }
 
-fn report_panic(shared: &Shared, port: u16, peer: SocketAddr, payload: &(dyn std::any::Any + Send)) {
+fn report_panic(port: &Port, peer: SocketAddr, payload: &(dyn std::any::Any + Send)) {
     let message = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-text panic payload".into());
-    shared
-        .ctx
-        .metrics
-        .panicked
-        .with_label_values(&[&port.to_string()])
-        .inc();
+    port.panicked.inc();
     tracing::event!(
         target: "sni_router::access",
         tracing::Level::ERROR,
         client.addr = %peer,
-        listener = port,
+        listener = port.number,
         end = "panic",
         detail = %message,
         "connection"
@@ -234,40 +229,40 @@ async fn pause_on_accept_error(port: u16, e: &io::Error) {
 }
 
 /// Count and log a finished connection, once.
-fn finish(shared: &Shared, port: u16, outcome: Outcome, traffic: Option<(&Counters, Duration)>) {
+fn finish(shared: &Shared, port: &Port, outcome: Outcome, traffic: Option<(&Counters, Duration)>) {
     let metrics = &shared.ctx.metrics;
-    let listener = port.to_string();
+    let listener = &port.label;
     let route = outcome.target.as_ref().map(|t| t.route.name.as_str()).unwrap_or("-");
     if let Some(t) = outcome.hello_time {
-        metrics.hello(&listener).observe(t.as_secs_f64());
+        port.hello.observe(t.as_secs_f64());
     }
     if let Some(t) = outcome.connect_time {
         metrics
             .connect_seconds
-            .with_label_values(&[&listener, route])
+            .with_label_values(&[listener, route])
             .observe(t.as_secs_f64());
     }
     match &outcome.ending {
         Ending::Forwarded(end) => {
-            metrics.routed.with_label_values(&[&listener, route]).inc();
-            metrics.ended.with_label_values(&[&listener, route, end.label()]).inc();
+            metrics.routed.with_label_values(&[listener, route]).inc();
+            metrics.ended.with_label_values(&[listener, route, end.label()]).inc();
             if let Some((_, elapsed)) = traffic {
                 metrics
                     .duration_seconds
-                    .with_label_values(&[&listener, route])
+                    .with_label_values(&[listener, route])
                     .observe(elapsed.as_secs_f64());
             }
         }
-        Ending::CancelForwarded => metrics.pg_cancels_forwarded.with_label_values(&[&listener]).inc(),
+        Ending::CancelForwarded => metrics.pg_cancels_forwarded.with_label_values(&[listener]).inc(),
         Ending::Rejected(reject) => {
-            metrics.rejected.with_label_values(&[&listener, reject.reason()]).inc();
+            metrics.rejected.with_label_values(&[listener, reject.reason()]).inc();
             if matches!(reject, Reject::Upstream(_)) {
-                metrics.connect_failures.with_label_values(&[&listener, route]).inc();
+                metrics.connect_failures.with_label_values(&[listener, route]).inc();
             }
         }
     }
     let (stats, elapsed) = traffic.map_or((Default::default(), Duration::ZERO), |(c, d)| (c.stats(), d));
-    access_log(&outcome, port, stats, elapsed);
+    access_log(&outcome, port.number, stats, elapsed);
 }
 
 /// One event per connection with everything an operator asks about it.
@@ -282,12 +277,15 @@ fn access_log(outcome: &Outcome, port: u16, stats: crate::forward::Stats, elapse
         None => "-",
     };
     let (end, detail, warn) = match &outcome.ending {
-        Ending::Forwarded(end) => match end {
-            End::Closed => (end.label(), String::new(), false),
-            End::IdleTimeout(d) => (end.label(), format!("idle for {d:?}"), false),
-            End::ClientError(e) => (end.label(), e.to_string(), false),
-            End::BackendError(e) => (end.label(), e.to_string(), true),
-        },
+        Ending::Forwarded(end) => {
+            let (detail, warn) = match end {
+                End::Closed => (String::new(), false),
+                End::IdleTimeout(d) => (format!("idle for {d:?}"), false),
+                End::ClientError(e) => (e.to_string(), false),
+                End::BackendError(e) => (e.to_string(), true),
+            };
+            (end.label(), detail, warn)
+        }
         Ending::CancelForwarded => ("pg_cancel_forwarded", String::new(), false),
         Ending::Rejected(r) => (r.reason(), r.to_string(), r.fault() == Fault::Backend),
     };
@@ -316,6 +314,30 @@ fn access_log(outcome: &Outcome, port: u16, stats: crate::forward::Stats, elapse
         event!(tracing::Level::WARN);
     } else {
         event!(tracing::Level::INFO);
+    }
+}
+
+/// A gateway port and its per-port metric handles, resolved once per
+/// listener instead of once per connection.
+struct Port {
+    number: u16,
+    label: String,
+    active: prometheus::IntGauge,
+    hello: prometheus::Histogram,
+    panicked: prometheus::IntCounter,
+}
+
+impl Port {
+    fn new(number: u16, metrics: &crate::metrics::Metrics) -> Self {
+        let label = number.to_string();
+        Self {
+            number,
+            active: metrics.active.with_label_values(&[&label]),
+            hello: metrics.hello(&label),
+            // Created now, so it is exported as 0 and an alert on any increase works.
+            panicked: metrics.panicked.with_label_values(&[&label]),
+            label,
+        }
     }
 }
 

@@ -20,6 +20,8 @@ pub mod label {
     pub const REASON: &str = "reason";
     /// `upstream` (client → backend) or `downstream`.
     pub const DIRECTION: &str = "direction";
+    /// The values of `direction`: (upstream, downstream).
+    pub const DIRECTIONS: [&str; 2] = ["upstream", "downstream"];
     /// `success` or `failure`.
     pub const RESULT: &str = "result";
     /// How a forwarded connection ended (`End::label`).
@@ -198,9 +200,10 @@ impl Metrics {
 
     /// Byte counters of one route on one listener, resolved once per connection.
     pub fn byte_counters(&self, listener: &str, route: &str) -> (IntCounter, IntCounter) {
+        let [up, down] = label::DIRECTIONS;
         (
-            self.bytes.with_label_values(&[listener, route, "upstream"]),
-            self.bytes.with_label_values(&[listener, route, "downstream"]),
+            self.bytes.with_label_values(&[listener, route, up]),
+            self.bytes.with_label_values(&[listener, route, down]),
         )
     }
 
@@ -213,7 +216,7 @@ impl Metrics {
         let _ = self.connect_failures.remove_label_values(&[listener, route]);
         let _ = self.connect_seconds.remove_label_values(&[listener, route]);
         let _ = self.duration_seconds.remove_label_values(&[listener, route]);
-        for direction in ["upstream", "downstream"] {
+        for direction in label::DIRECTIONS {
             let _ = self.bytes.remove_label_values(&[listener, route, direction]);
         }
         for end in crate::forward::End::LABELS {
