@@ -2,83 +2,73 @@
 //! enter user space. A pipe is taken from a per-thread pool when data is
 //! ready and returned empty once written, so idle connections hold none.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::OwnedFd;
 
-use nix::fcntl::{splice, OFlag, SpliceFFlags};
+use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use tokio::io::Interest;
+use tokio::net::TcpStream;
 
-use super::{copy, Half, Side};
-
-/// Bytes moved per splice; the default pipe capacity (16 pages).
-const CHUNK: usize = 64 * 1024;
+/// Pipe capacity asked for. Larger than the default 64 KiB so a bulk
+/// transfer takes fewer splice calls per byte; the kernel allocates pages
+/// only for bytes in flight, so an empty pooled pipe costs just its slot
+/// array. Refused above `/proc/sys/fs/pipe-max-size` or the per-user pipe
+/// quota: the pipe then keeps its default size.
+const PIPE_SIZE: i32 = 1 << 20;
 /// Free pipes kept per thread for reuse. Small: a pipe is often returned on
 /// another worker thread than the one that took it, so every thread's pool
 /// fills over time, and each pooled pipe holds two descriptors.
 const POOL: usize = 16;
+const FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_MOVE.union(SpliceFFlags::SPLICE_F_NONBLOCK);
 
-/// A pipe (read end, write end); empty whenever it is in the pool.
-struct Pipe(OwnedFd, OwnedFd);
+/// A pipe (read end, write end) and its capacity; empty whenever it is in the pool.
+pub(super) struct Pipe(OwnedFd, OwnedFd, usize);
 
 thread_local! {
     static PIPES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+    /// Set once growing a pipe was refused, so later pipes skip the attempt.
+    static SMALL_PIPES: Cell<bool> = const { Cell::new(false) };
 }
 
-pub(super) async fn run(half: &Half<'_>) -> Result<(), (Side, io::Error)> {
-    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
-    loop {
-        half.from.readable().await.map_err(|e| (half.from_side, e))?;
-        let Some(pipe) = take() else {
-            // Out of file descriptors for pipes: carry on without zero-copy.
-            // Boxed: rare, and its state would otherwise sit in every connection.
-            return Box::pin(copy::run(half)).await;
-        };
-        // The pipe is empty, so EAGAIN here can only mean the socket has no data.
-        let n = match half.from.try_io(Interest::READABLE, || {
-            Ok(splice(half.from, None, &pipe.1, None, CHUNK, flags)?)
-        }) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                give(pipe);
-                continue;
-            }
-            Err(e) => return Err((half.from_side, e)),
-        };
-        if n == 0 {
-            give(pipe);
-            return half.eof();
+impl Pipe {
+    /// A pooled pipe, or a new one; `None` when no descriptors are left.
+    pub(super) fn take() -> Option<Pipe> {
+        if let Some(pipe) = PIPES.with(|pool| pool.borrow_mut().pop()) {
+            return Some(pipe);
         }
-        let mut left = n;
-        while left > 0 {
-            half.to.writable().await.map_err(|e| (half.to_side, e))?;
-            match half.to.try_io(Interest::WRITABLE, || {
-                Ok(splice(&pipe.0, None, half.to, None, left, flags)?)
-            }) {
-                Ok(m) => left -= m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                // The pipe still holds data: it is dropped, not pooled.
-                Err(e) => return Err((half.to_side, e)),
+        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ok()?;
+        let mut capacity = 64 * 1024;
+        if !SMALL_PIPES.get() {
+            match fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
+                Ok(size) => capacity = size as usize,
+                Err(_) => SMALL_PIPES.set(true),
             }
         }
-        give(pipe);
-        half.moved(n);
+        Some(Pipe(read, write, capacity))
     }
-}
 
-fn take() -> Option<Pipe> {
-    if let Some(pipe) = PIPES.with(|pool| pool.borrow_mut().pop()) {
-        return Some(pipe);
+    /// Splice what `from` has into the (empty) pipe: `None` at EOF. The pipe
+    /// is empty, so `WouldBlock` can only mean the socket has no data.
+    pub(super) fn fill(&self, from: &TcpStream) -> io::Result<Option<usize>> {
+        let n = from.try_io(Interest::READABLE, || {
+            Ok(splice(from, None, &self.1, None, self.2, FLAGS)?)
+        })?;
+        Ok((n > 0).then_some(n))
     }
-    let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ok()?;
-    Some(Pipe(read, write))
-}
 
-fn give(pipe: Pipe) {
-    PIPES.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        if pool.len() < POOL {
-            pool.push(pipe);
-        }
-    });
+    /// Splice up to `left` held bytes out to `to`.
+    pub(super) fn drain(&self, to: &TcpStream, left: usize) -> io::Result<usize> {
+        to.try_io(Interest::WRITABLE, || Ok(splice(&self.0, None, to, None, left, FLAGS)?))
+    }
+
+    /// Back to this thread's pool; only an empty pipe may be released.
+    pub(super) fn release(self) {
+        PIPES.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < POOL {
+                pool.push(self);
+            }
+        });
+    }
 }
