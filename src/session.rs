@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use crate::access::Access;
 use crate::forward::{self, Counters, Direction, End};
@@ -85,8 +86,6 @@ pub struct Conn {
     pub port: u16,
     /// TCP peer (the load balancer when PROXY protocol is on).
     pub peer: SocketAddr,
-    /// Local address the client connected to.
-    pub local: SocketAddr,
 }
 
 /// Whose fault a refusal is: decides the log level.
@@ -244,15 +243,13 @@ pub async fn run(
     // The routing state (sniff, hello, connect, timers) is boxed and freed
     // before forwarding starts: inline, the task would keep room for it for
     // the connection's whole life, and idle connections are mostly this task.
-    let routing = Box::pin(route_and_connect(
-        &mut client,
-        conn,
-        &table,
-        ctx,
-        hello_permit,
-        counters,
-        &mut outcome,
-    ));
+    // Its span too: nothing logs while forwarding (the access-log event
+    // carries every field), so an idle connection keeps no span. A debug
+    // span, so the default (info) level creates none per connection.
+    let span = tracing::debug_span!("conn", listener = conn.port, client.addr = %conn.peer);
+    let routing = Box::pin(
+        route_and_connect(&mut client, conn, &table, ctx, hello_permit, counters, &mut outcome).instrument(span),
+    );
     let result = match routing.await {
         Ok(Routed::Backend(backend)) => Ok(Ending::Forwarded(
             forward::forward(
@@ -298,15 +295,16 @@ async fn route_and_connect(
     let port = conn.port;
     let started = tokio::time::Instant::now();
     let deadline = started + limits.hello_timeout;
-    // The original destination, for a PROXY header to the backend.
-    let mut original_dst = conn.local;
+    // The original destination, for a PROXY header to the backend: from the
+    // client's PROXY header, else the socket (asked only when needed).
+    let mut original_dst = None;
     if ctx.policy.accept_proxy_protocol {
         let header = proxy_protocol::read_header(client, limits.hello_timeout)
             .await
             .map_err(|e| Reject::ProxyProtocol(e.to_string()))?;
         if let Some((src, dst)) = header.addresses {
             outcome.client = src;
-            original_dst = dst;
+            original_dst = Some(dst);
         }
     }
     if !ctx.policy.access.allows(port, outcome.client.ip()) {
@@ -345,7 +343,11 @@ async fn route_and_connect(
     outcome.connect_time = Some(connecting.elapsed());
     outcome.backend = Some(addr);
     if ctx.policy.send_proxy_protocol {
-        let header = proxy_protocol::encode_v2(outcome.client, original_dst);
+        let dst = match original_dst {
+            Some(dst) => dst,
+            None => client.local_addr().unwrap_or(conn.peer),
+        };
+        let header = proxy_protocol::encode_v2(outcome.client, dst);
         backend
             .write_all(&header)
             .await
