@@ -219,8 +219,16 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
             let title = format!("conn rate, {clients} client{}", if clients > 1 { "s" } else { "" });
             for &i in &order {
                 let t = &running[i];
+                let cpu_before = t.cpu_ns();
                 let r = load::conn_rate(t.addr, hello.clone(), clients, conn_time, conn_max).await;
                 record_connrate(&mut report, &id, &title, &t.label(), round, &r);
+                if let (Some(before), Some(after)) = (cpu_before, t.cpu_ns()) {
+                    let conns = (r.times.len() as u64 + r.errors).max(1);
+                    let us = (after - before) as f64 / conns as f64 / 1e3;
+                    eprintln!("e2e:   {id:<20} {:<12} proxy CPU {us:.1} µs per connection", t.label());
+                    let title = format!("{title}: proxy CPU per conn");
+                    report.record(&id, "cpu_per_conn", &title, "µs", Better::Lower, &t.label(), round, us);
+                }
             }
         }
 
@@ -233,7 +241,9 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
             let title = format!("throughput {dir}, {conns} conn{}", if conns > 1 { "s" } else { "" });
             for &i in &order {
                 let t = &running[i];
+                let cpu_before = t.cpu_ns();
                 let r = load::throughput(t.addr, hello.clone(), conns, opts.bytes, way, tput_cap).await;
+                let cpu = cpu_before.zip(t.cpu_ns()).map(|(before, after)| after - before);
                 let secs = r.elapsed.as_secs_f64();
                 if let Some(e) = &r.error {
                     eprintln!("e2e:   {id} {}: error: {e}", t.label());
@@ -255,6 +265,21 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
                     r.verified
                 );
                 report.record(&id, "MB_per_s", &title, "MB/s", Better::Higher, &t.label(), round, mbps);
+                if let Some(ns) = cpu {
+                    // CPU seconds per GiB moved: what the proxy's own work costs.
+                    let per_gib = ns as f64 / 1e9 / (r.verified as f64 / (1u64 << 30) as f64);
+                    let title = format!("{title}: proxy CPU s per GiB");
+                    report.record(
+                        &id,
+                        "cpu_per_gib",
+                        &title,
+                        "s",
+                        Better::Lower,
+                        &t.label(),
+                        round,
+                        per_gib,
+                    );
+                }
             }
         }
 

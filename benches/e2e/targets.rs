@@ -216,6 +216,32 @@ impl Target {
         Some(pids.iter().filter_map(|&p| status_field(p, "VmRSS:")).sum::<u64>() * 1024)
     }
 
+    /// CPU time the process tree has used so far, in nanoseconds: the sum
+    /// of every thread's `sum_exec_runtime` (/proc/PID/task/TID/schedstat).
+    /// Unlike wall-clock rates it does not move when other work takes the
+    /// CPU away, so it shows a proxy's own cost on a busy machine.
+    pub fn cpu_ns(&self) -> Option<u64> {
+        let pids = self.pids();
+        if pids.is_empty() {
+            return None;
+        }
+        let mut total = 0;
+        for pid in pids {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for task in tasks.flatten() {
+                let text = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+                total += text
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        Some(total)
+    }
+
     /// Threads of the process tree.
     pub fn threads(&self) -> u64 {
         self.pids().iter().filter_map(|&p| status_field(p, "Threads:")).sum()
