@@ -9,8 +9,10 @@
 //! connection's memory is mostly this future, and with tokio's
 //! `poll_*_ready` the wakers live in the sockets' registrations, not in
 //! per-direction wait futures. A direction holds no buffer while idle: it
-//! borrows one (a pipe for `splice(2)` on Linux, else a byte buffer) when its
-//! socket is readable, and returns it to a per-thread pool once written.
+//! borrows one when its socket is readable and returns it to a per-thread
+//! pool once written: a byte buffer for small messages, a pipe for
+//! `splice(2)` on Linux once a read fills a whole buffer (bulk), until a
+//! splice brings a small message again.
 
 mod copy;
 #[cfg(target_os = "linux")]
@@ -101,8 +103,8 @@ pub fn forward<'a>(
         client,
         backend,
         counters,
-        up: Flow::Waiting,
-        down: Flow::Waiting,
+        up: Flow::default(),
+        down: Flow::default(),
         zero_copy,
         idle,
         last: now,
@@ -159,10 +161,16 @@ impl Future for Forward<'_> {
         // backend's side goes first, so its last words (a TLS alert, then
         // close) reach the client even when the client's next write to the
         // closed backend fails in the same wakeup.
-        let result = this.down.poll(cx, &down, this.counters, *this.zero_copy, &mut moved);
+        let up_done = this.up.is_done();
+        let result = this
+            .down
+            .poll(cx, &down, up_done, this.counters, *this.zero_copy, &mut moved);
         let mut end = ended(result, this.up);
         if end.is_none() {
-            let result = this.up.poll(cx, &up, this.counters, *this.zero_copy, &mut moved);
+            let down_done = this.down.is_done();
+            let result = this
+                .up
+                .poll(cx, &up, down_done, this.counters, *this.zero_copy, &mut moved);
             end = ended(result, this.down);
         }
         if moved {
@@ -171,7 +179,7 @@ impl Future for Forward<'_> {
         if let Some(end) = end {
             return Poll::Ready(end);
         }
-        if matches!((&*this.up, &*this.down), (Flow::Done, Flow::Done)) {
+        if this.up.is_done() && this.down.is_done() {
             return Poll::Ready(End::Closed);
         }
         while this.timer.as_mut().poll(cx).is_ready() {
@@ -190,7 +198,7 @@ fn ended(result: Poll<FlowResult>, other: &Flow) -> Option<End> {
     let Poll::Ready(Err((side, e))) = result else {
         return None;
     };
-    if matches!(other, Flow::Done) && is_reset(&e) {
+    if other.is_done() && is_reset(&e) {
         return Some(End::Closed);
     }
     Some(match side {
@@ -219,15 +227,32 @@ struct Ends<'a> {
     direction: Direction,
 }
 
+/// One direction: where it stands, and how it reads next.
+#[derive(Default)]
+struct Flow {
+    state: State,
+    /// Read with `splice(2)`: set once a read fills a whole buffer (a bulk
+    /// transfer), cleared when a splice brings a small message. For a few
+    /// bytes read/write costs less CPU than the two splices and the pipe
+    /// bookkeeping (10 µs less per connection in the e2e connection-rate
+    /// bench); for bulk, splice costs a third of the copies.
+    splice: bool,
+}
+
 /// Where one direction stands.
-enum Flow {
+#[derive(Default)]
+enum State {
     /// Nothing held; waiting for the source to be readable.
+    #[default]
     Waiting,
     /// Bytes read and not yet all written.
     Writing(Chunk),
-    /// EOF read and passed on as a shutdown of the other side's writes.
+    /// EOF read and passed on.
     Done,
 }
+
+/// A splice smaller than this sends the direction back to read/write.
+const SMALL: usize = 4 * 1024;
 
 /// Bytes in flight in one direction.
 enum Chunk {
@@ -241,32 +266,54 @@ enum Chunk {
 type FlowResult = Result<(), (Side, io::Error)>;
 
 impl Flow {
+    fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
     /// Move bytes until the source would block (`Pending`), EOF (`Ready(Ok)`,
-    /// once) or an error. Sets `moved` when any byte was written.
+    /// once) or an error. Sets `moved` when any byte was written. `last`:
+    /// the other direction is done already.
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
         ends: &Ends<'_>,
+        last: bool,
         counters: &Counters,
         zero_copy: bool,
         moved: &mut bool,
     ) -> Poll<FlowResult> {
         loop {
-            match self {
-                Flow::Done => return Poll::Ready(Ok(())),
-                Flow::Waiting => {
+            match &mut self.state {
+                State::Done => return Poll::Ready(Ok(())),
+                State::Waiting => {
                     ready!(ends.from.poll_read_ready(cx)).map_err(|e| (ends.from_side, e))?;
-                    match Chunk::read(ends.from, zero_copy) {
-                        Ok(Some(chunk)) => *self = Flow::Writing(chunk),
+                    match Chunk::read(ends.from, zero_copy && self.splice) {
+                        Ok(Some(chunk)) => {
+                            if zero_copy {
+                                self.splice = match &chunk {
+                                    #[cfg(target_os = "linux")]
+                                    Chunk::Pipe(_, n) => *n >= SMALL,
+                                    Chunk::Buf(buf, _, n) => *n == buf.len(),
+                                };
+                            }
+                            self.state = State::Writing(chunk);
+                        }
                         Ok(None) => {
-                            *self = Flow::Done;
+                            self.state = State::Done;
+                            // The last direction to end needs no shutdown: both
+                            // sockets close next, and the close sends the FIN
+                            // (nothing is left unread, so it is not a reset).
+                            // One syscall, and its loopback FIN round, fewer.
+                            if last {
+                                return Poll::Ready(Ok(()));
+                            }
                             return Poll::Ready(shut_down_writes(ends));
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => return Poll::Ready(Err((ends.from_side, e))),
                     }
                 }
-                Flow::Writing(chunk) => {
+                State::Writing(chunk) => {
                     ready!(ends.to.poll_write_ready(cx)).map_err(|e| (ends.to_side, e))?;
                     match chunk.write(ends.to) {
                         Ok(n) => {
@@ -274,7 +321,7 @@ impl Flow {
                             *moved = true;
                             if chunk.is_empty() {
                                 // Written in full: the pipe or buffer goes back to the pool.
-                                if let Flow::Writing(chunk) = std::mem::replace(self, Flow::Waiting) {
+                                if let State::Writing(chunk) = std::mem::take(&mut self.state) {
                                     chunk.release();
                                 }
                             }
@@ -302,16 +349,24 @@ fn shut_down_writes(ends: &Ends<'_>) -> FlowResult {
 // === impl Chunk ===
 
 impl Chunk {
-    /// Read what `from` has; `None` at EOF, `WouldBlock` when nothing is there.
-    fn read(from: &TcpStream, zero_copy: bool) -> io::Result<Option<Chunk>> {
+    /// Read what `from` has, into a pipe with `splice`, else a buffer;
+    /// `None` at EOF, `WouldBlock` when nothing is there.
+    fn read(from: &TcpStream, splice: bool) -> io::Result<Option<Chunk>> {
         #[cfg(target_os = "linux")]
-        if zero_copy {
+        if splice {
             // Out of descriptors for a pipe: this chunk goes through a buffer.
             if let Some(pipe) = splice::Pipe::take() {
-                return pipe.fill(from).map(|n| n.map(|n| Chunk::Pipe(pipe, n)));
+                return match pipe.fill(from) {
+                    Ok(Some(n)) => Ok(Some(Chunk::Pipe(pipe, n))),
+                    // Still empty: back to the pool, not closed.
+                    other => {
+                        pipe.release();
+                        other.map(|_| None)
+                    }
+                };
             }
         }
-        let _ = zero_copy;
+        let _ = splice;
         let mut buf = copy::Buf::take();
         match from.try_read(&mut buf) {
             Ok(0) => {
@@ -387,5 +442,109 @@ impl Counters {
             upstream: self.upstream.load(Ordering::Relaxed),
             downstream: self.downstream.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Two connected loopback sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let near = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (far, _) = listener.accept().await.unwrap();
+        (near, far)
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+    }
+
+    /// Write `data` on `from` and read exactly as much on `to`, concurrently.
+    async fn carry(from: &mut TcpStream, to: &mut TcpStream, data: &[u8]) {
+        let mut got = vec![0u8; data.len()];
+        let (w, r) = tokio::join!(from.write_all(data), to.read_exact(&mut got));
+        w.unwrap();
+        r.unwrap();
+        assert!(got == data, "{} bytes changed on the way", data.len());
+    }
+
+    /// Small messages, then bulk, then small again, each way: what an
+    /// interactive database session with a large result does. Read/write
+    /// and splice take turns; every byte must arrive, in order, counted.
+    async fn phases(zero_copy: bool) {
+        let (mut client_app, client) = pair().await;
+        let (backend, mut backend_app) = pair().await;
+        let forwarding = tokio::spawn(async move {
+            let counters = Counters::default();
+            let end = forward(&client, &backend, Duration::from_secs(30), &counters, zero_copy).await;
+            (end, counters.stats())
+        });
+        let mut sent = Stats::default();
+        for (i, len) in [5, 300, 8 << 20, 17, 3 << 20, 1].into_iter().enumerate() {
+            let up = pattern(len, i as u8);
+            carry(&mut client_app, &mut backend_app, &up).await;
+            let down = pattern(len / 2 + 1, 0x5a ^ i as u8);
+            carry(&mut backend_app, &mut client_app, &down).await;
+            sent.upstream += up.len() as u64;
+            sent.downstream += down.len() as u64;
+        }
+        // Half-close each way: the client's EOF reaches the backend while the
+        // backend can still answer.
+        client_app.shutdown().await.unwrap();
+        assert_eq!(backend_app.read(&mut [0u8; 1]).await.unwrap(), 0);
+        carry(&mut backend_app, &mut client_app, b"last words").await;
+        sent.downstream += 10;
+        backend_app.shutdown().await.unwrap();
+        assert_eq!(client_app.read(&mut [0u8; 1]).await.unwrap(), 0);
+        let (end, stats) = forwarding.await.unwrap();
+        assert!(matches!(end, End::Closed), "{end:?}");
+        assert_eq!(stats, sent);
+    }
+
+    #[tokio::test]
+    async fn small_and_bulk_phases_arrive_intact_with_splice() {
+        phases(true).await;
+    }
+
+    #[tokio::test]
+    async fn small_and_bulk_phases_arrive_intact_with_read_write() {
+        phases(false).await;
+    }
+
+    /// Pipes go back to the pool, also when a splice finds nothing to read:
+    /// a pipe per read would cost four syscalls per message.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn pipes_are_reused() {
+        let before = splice::OPENED.get();
+        phases(true).await;
+        phases(true).await;
+        let opened = splice::OPENED.get() - before;
+        // One per direction at most, the second run from the pool.
+        assert!((1..=2).contains(&opened), "{opened} pipes opened");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_counts_from_the_last_byte() {
+        let (mut client_app, client) = pair().await;
+        let (backend, mut backend_app) = pair().await;
+        let idle = Duration::from_secs(60);
+        let forwarding = tokio::spawn(async move {
+            let counters = Counters::default();
+            forward(&client, &backend, idle, &counters, true).await
+        });
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        carry(&mut client_app, &mut backend_app, b"still here").await;
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        assert!(
+            !forwarding.is_finished(),
+            "ended 50 s after traffic, idle timeout is 60 s"
+        );
+        let end = forwarding.await.unwrap();
+        assert!(matches!(end, End::IdleTimeout(d) if d == idle), "{end:?}");
     }
 }

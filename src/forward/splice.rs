@@ -29,6 +29,9 @@ thread_local! {
     static PIPES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
     /// Set once growing a pipe was refused, so later pipes skip the attempt.
     static SMALL_PIPES: Cell<bool> = const { Cell::new(false) };
+    /// Pipes this thread has opened: the pool's tests read it.
+    #[cfg(test)]
+    pub(super) static OPENED: Cell<usize> = const { Cell::new(0) };
 }
 
 impl Pipe {
@@ -38,9 +41,18 @@ impl Pipe {
             return Some(pipe);
         }
         let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ok()?;
+        #[cfg(test)]
+        OPENED.set(OPENED.get() + 1);
         let mut capacity = 64 * 1024;
         if !SMALL_PIPES.get() {
-            match fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
+            static SZ: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+            let size = *SZ.get_or_init(|| {
+                std::env::var("SNI_ROUTER_PIPE_SIZE")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(PIPE_SIZE)
+            });
+            match fcntl(&write, FcntlArg::F_SETPIPE_SZ(size)) {
                 Ok(size) => capacity = size as usize,
                 Err(_) => SMALL_PIPES.set(true),
             }
