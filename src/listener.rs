@@ -400,6 +400,39 @@ impl Drop for OpenGuard {
 mod tests {
     use super::*;
 
+    /// An idle connection's memory is mostly its task: the connection
+    /// future, which while forwarding holds the session's state and the
+    /// forward future. Sizes are printed (`--nocapture`) and bounded so a
+    /// change that bloats every held connection shows here first.
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let shared = Arc::new(Shared {
+            table: ArcSwap::from_pointee(RouteTable::default()),
+            ctx: Context {
+                limits: Default::default(),
+                policy: Default::default(),
+                metrics: crate::metrics::Metrics::new(),
+            },
+            max_connections: 0,
+            hellos: PendingHellos::new(0, 0),
+            open: OpenConnections::default(),
+        });
+        let listener = bind(443, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let port = Arc::new(Port::new(443, &shared.ctx.metrics));
+        let permit = shared.hellos.admit(peer.ip()).unwrap();
+        let open = OpenGuard::enter(&shared).unwrap();
+        let task = Contained {
+            task: connection(stream, peer, port.clone(), open, permit),
+            port,
+            peer,
+        };
+        let size = std::mem::size_of_val(&task);
+        eprintln!("connection task: {size} B");
+        assert!(size <= 1280, "connection task {size} B");
+    }
+
     /// The router leaves TCP_NODELAY to the listening socket on Linux; a
     /// Nagle delay on a forwarded handshake would cost up to 40 ms per flight.
     #[cfg(target_os = "linux")]
