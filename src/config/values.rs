@@ -133,7 +133,7 @@ const GATEWAY_TEMPLATE_ONLY: &[&str] = &["port", "issuer", "externalTrafficPolic
 const HTTP_TEMPLATE_ONLY: &[&str] = &["path", "pathType"];
 
 /// Read the document root into `Values`, pushing every problem found.
-pub fn read(root: &Node, problems: &mut Vec<Problem>) -> Values {
+pub fn read(root: &Node<'_>, problems: &mut Vec<Problem>) -> Values {
     let mut r = Reader { problems };
     let mut values = Values::default();
     let Some(mut top) = r.fields(root, "") else {
@@ -212,7 +212,7 @@ struct Reader<'p> {
 struct Fields<'n> {
     path: String,
     at: Pos,
-    entries: Vec<(&'n Key, &'n Node)>,
+    entries: Vec<(&'n Key<'n>, &'n Node<'n>)>,
 }
 
 /// `parent.key`, written out only when a problem needs it: one allocation
@@ -230,7 +230,7 @@ impl fmt::Display for Child<'_> {
 }
 
 impl<'n> Fields<'n> {
-    fn take(&mut self, key: &str) -> Option<&'n Node> {
+    fn take(&mut self, key: &str) -> Option<&'n Node<'n>> {
         let i = self.entries.iter().position(|(k, _)| k.name == key)?;
         Some(self.entries.remove(i).1)
     }
@@ -247,7 +247,7 @@ impl Reader<'_> {
     }
 
     /// A mapping's entries; `null` (an empty section such as `gateways:`) reads as empty.
-    fn fields<'n>(&mut self, node: &'n Node, path: &str) -> Option<Fields<'n>> {
+    fn fields<'n>(&mut self, node: &'n Node<'n>, path: &str) -> Option<Fields<'n>> {
         match &node.value {
             Value::Map(entries) => Some(Fields {
                 path: path.to_string(),
@@ -275,7 +275,7 @@ impl Reader<'_> {
     fn finish(&mut self, fields: Fields<'_>, allowed: &[&str], template_only: &[&str]) {
         for (key, _) in &fields.entries {
             let field = fields.child(&key.name);
-            if template_only.contains(&key.name.as_str()) {
+            if template_only.contains(&&*key.name) {
                 // Only reachable when the caller did not take it: it is read elsewhere.
                 continue;
             }
@@ -288,7 +288,12 @@ impl Reader<'_> {
         }
     }
 
-    fn list<T>(&mut self, node: &Node, path: &str, item: fn(&mut Self, &Node, String, usize) -> Option<T>) -> Vec<T> {
+    fn list<T>(
+        &mut self,
+        node: &Node<'_>,
+        path: &str,
+        item: fn(&mut Self, &Node<'_>, String, usize) -> Option<T>,
+    ) -> Vec<T> {
         match &node.value {
             Value::Seq(items) => items
                 .iter()
@@ -303,10 +308,10 @@ impl Reader<'_> {
         }
     }
 
-    fn string(&mut self, node: &Node, path: &dyn fmt::Display) -> Option<Located<String>> {
+    fn string(&mut self, node: &Node<'_>, path: &dyn fmt::Display) -> Option<Located<String>> {
         match &node.value {
             Value::Str(s) => Some(Located {
-                value: s.clone(),
+                value: String::from(&**s),
                 at: node.at,
             }),
             other => {
@@ -320,7 +325,7 @@ impl Reader<'_> {
         }
     }
 
-    fn port(&mut self, node: &Node, path: &dyn fmt::Display) -> Option<Located<u16>> {
+    fn port(&mut self, node: &Node<'_>, path: &dyn fmt::Display) -> Option<Located<u16>> {
         match &node.value {
             Value::Int(n) if (1..=65535).contains(n) => Some(Located {
                 value: *n as u16,
@@ -354,7 +359,7 @@ impl Reader<'_> {
         }
     }
 
-    fn boolean(&mut self, node: &Node, path: &dyn fmt::Display) {
+    fn boolean(&mut self, node: &Node<'_>, path: &dyn fmt::Display) {
         if !matches!(node.value, Value::Bool(_)) {
             self.error(
                 node.at,
@@ -364,7 +369,7 @@ impl Reader<'_> {
         }
     }
 
-    fn string_map(&mut self, node: &Node, path: &dyn fmt::Display) -> Option<BTreeMap<String, String>> {
+    fn string_map(&mut self, node: &Node<'_>, path: &dyn fmt::Display) -> Option<BTreeMap<String, String>> {
         let Value::Map(entries) = &node.value else {
             if node.value != Value::Null {
                 self.error(
@@ -379,13 +384,13 @@ impl Reader<'_> {
         for (k, v) in entries {
             let field = format!("{path}.{}", k.name);
             if let Some(s) = self.string(v, &field) {
-                out.insert(k.name.clone(), s.value);
+                out.insert(k.name.clone().into_owned(), s.value);
             }
         }
         Some(out)
     }
 
-    fn object(&mut self, node: &Node, path: &dyn fmt::Display) {
+    fn object(&mut self, node: &Node<'_>, path: &dyn fmt::Display) {
         if !matches!(node.value, Value::Map(_) | Value::Null) {
             self.error(
                 node.at,
@@ -404,7 +409,7 @@ impl Reader<'_> {
         );
     }
 
-    fn gateway(&mut self, node: &Node, path: &str, external: bool) -> Option<Gateway> {
+    fn gateway(&mut self, node: &Node<'_>, path: &str, external: bool) -> Option<Gateway> {
         let mut f = self.fields(node, path)?;
         let mut gateway = Gateway {
             at: node.at,
@@ -455,7 +460,7 @@ impl Reader<'_> {
         ));
     }
 
-    fn tls_item(&mut self, node: &Node, path: String, index: usize) -> Option<TlsItem> {
+    fn tls_item(&mut self, node: &Node<'_>, path: String, index: usize) -> Option<TlsItem> {
         let mut f = self.fields(node, &path)?;
         let mut item = TlsItem {
             index,
@@ -509,7 +514,7 @@ impl Reader<'_> {
         Some(item)
     }
 
-    fn from(&mut self, node: &Node, path: &dyn fmt::Display) -> Option<Located<String>> {
+    fn from(&mut self, node: &Node<'_>, path: &dyn fmt::Display) -> Option<Located<String>> {
         let s = self.string(node, path)?;
         if !["Same", "All", "Selector"].contains(&s.value.as_str()) {
             self.error(
@@ -522,7 +527,7 @@ impl Reader<'_> {
         Some(s)
     }
 
-    fn traffic_policy(&mut self, node: &Node, path: &dyn fmt::Display) -> Option<TrafficPolicy> {
+    fn traffic_policy(&mut self, node: &Node<'_>, path: &dyn fmt::Display) -> Option<TrafficPolicy> {
         let mut f = self.fields(node, &path.to_string())?;
         let mut policy = TrafficPolicy {
             at: node.at,
@@ -543,8 +548,8 @@ impl Reader<'_> {
                 let interval_node = k.take("interval");
                 let idle_time = idle_node.and_then(|n| self.duration(n, &k.child("idleTime")));
                 let interval = interval_node.and_then(|n| self.duration(n, &k.child("interval")));
-                let text = |n: Option<&Node>| match n.map(|n| &n.value) {
-                    Some(Value::Str(s)) => Some(s.clone()),
+                let text = |n: Option<&Node<'_>>| match n.map(|n| &n.value) {
+                    Some(Value::Str(s)) => Some(String::from(&**s)),
                     _ => None,
                 };
                 policy.idle_time_text = text(idle_node);
@@ -573,7 +578,7 @@ impl Reader<'_> {
         Some(policy)
     }
 
-    fn duration(&mut self, node: &Node, path: &dyn fmt::Display) -> Option<Duration> {
+    fn duration(&mut self, node: &Node<'_>, path: &dyn fmt::Display) -> Option<Duration> {
         let s = self.string(node, path)?;
         match parse_duration(&s.value) {
             Ok(d) => Some(d),
@@ -584,7 +589,7 @@ impl Reader<'_> {
         }
     }
 
-    fn http_item(&mut self, node: &Node, path: String, index: usize) -> Option<HttpItem> {
+    fn http_item(&mut self, node: &Node<'_>, path: String, index: usize) -> Option<HttpItem> {
         let mut f = self.fields(node, &path)?;
         let mut item = HttpItem {
             index,
@@ -665,7 +670,7 @@ impl Reader<'_> {
     }
 }
 
-fn describe(value: &Value) -> String {
+fn describe(value: &Value<'_>) -> String {
     match value {
         Value::Int(n) => n.to_string(),
         other => other.kind().to_string(),

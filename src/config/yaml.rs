@@ -5,14 +5,17 @@
 //! (and rejects duplicate keys, bad syntax, alias bombs); the tree keeps each
 //! node's line and column for the schema walk in `values.rs`.
 
+use std::borrow::Cow;
+
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-/// One YAML node and where it starts (1-based line and column).
+/// One YAML node and where it starts (1-based line and column). Text
+/// borrows from the document where the parser allows it (`'a`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node {
+pub struct Node<'a> {
     /// What the node holds.
-    pub value: Value,
+    pub value: Value<'a>,
     /// Source position of the node.
     pub at: Pos,
 }
@@ -28,7 +31,7 @@ pub struct Pos {
 
 /// The value of a YAML node, with scalars resolved by the YAML 1.2 core schema.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub enum Value<'a> {
     /// `~`, `null` or nothing.
     Null,
     /// `true` / `false`.
@@ -38,18 +41,18 @@ pub enum Value {
     /// A floating-point number.
     Float(f64),
     /// A string, quoted or plain.
-    Str(String),
+    Str(Cow<'a, str>),
     /// A sequence.
-    Seq(Vec<Node>),
+    Seq(Vec<Node<'a>>),
     /// A mapping; keys are kept as written, in order.
-    Map(Vec<(Key, Node)>),
+    Map(Vec<(Key<'a>, Node<'a>)>),
 }
 
 /// A mapping key and its position.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Key {
+pub struct Key<'a> {
     /// The key as text (YAML keys are read as strings).
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// Where the key is written.
     pub at: Pos,
 }
@@ -75,7 +78,7 @@ pub fn check_fast_path(text: &str) {
 }
 
 /// Parse `text` into a tree. An empty document is `Null`.
-pub fn parse(text: &str) -> Result<Node, SyntaxError> {
+pub fn parse(text: &str) -> Result<Node<'_>, SyntaxError> {
     let budget = budget();
     // serde-saphyr's Spanned<Value> tree costs ~30 µs per route (100 000
     // routes: 3 s); plain files are built straight from the parser's events.
@@ -96,10 +99,10 @@ fn budget() -> serde_saphyr::budget::Budget {
 }
 
 /// The reference path: every construct, every limit, and the error messages.
-fn parse_with_serde(text: &str, budget: serde_saphyr::budget::Budget) -> Result<Node, SyntaxError> {
+fn parse_with_serde(text: &str, budget: serde_saphyr::budget::Budget) -> Result<Node<'static>, SyntaxError> {
     // YAML 1.2 core booleans only: `namespace: n` is the string "n", not false.
     let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true, budget: Some(budget) };
-    match serde_saphyr::from_str_with_options::<Spanned<Value>>(text, options) {
+    match serde_saphyr::from_str_with_options::<Spanned<Value<'static>>>(text, options) {
         Ok(spanned) => Ok(node(spanned)),
         Err(e) => {
             let at = e.location().map(|l| Pos {
@@ -114,7 +117,7 @@ fn parse_with_serde(text: &str, budget: serde_saphyr::budget::Budget) -> Result<
     }
 }
 
-impl Value {
+impl Value<'_> {
     /// A short name of the YAML type, for "expected X, found Y" messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -129,7 +132,7 @@ impl Value {
     }
 }
 
-fn node(spanned: Spanned<Value>) -> Node {
+fn node(spanned: Spanned<Value<'static>>) -> Node<'static> {
     let loc = spanned.referenced;
     Node {
         value: spanned.value,
@@ -173,12 +176,12 @@ mod fast {
     /// An open collection: its position, where its children start on the
     /// shared stacks (each collection then gets one exact allocation), and
     /// for a mapping the key waiting for its value.
-    enum Frame {
+    enum Frame<'a> {
         Seq(Pos, usize),
-        Map(Pos, usize, Option<Key>),
+        Map(Pos, usize, Option<Key<'a>>),
     }
 
-    pub(super) fn parse(text: &str, budget: &Budget) -> Option<Node> {
+    pub(super) fn parse<'a>(text: &'a str, budget: &Budget) -> Option<Node<'a>> {
         // The parser limits serde-saphyr sets from the same budget, so nothing
         // parses here that it would refuse.
         let options = granit_parser::options! {
@@ -188,10 +191,12 @@ mod fast {
                 .block_nesting_limit
                 .max(budget.max_depth.saturating_add(1)),
         };
+        // Scalars borrow `text` wherever the parser does (plain, or quoted with
+        // no escape or line fold): no allocation per key or value.
         let parser = Parser::new_from_str_with_options(text, options);
         let (mut events, mut nodes, mut scalar_bytes, mut documents) = (0usize, 0usize, 0usize, 0usize);
-        let mut stack: Vec<Frame> = Vec::new();
-        let (mut items, mut entries): (Vec<Node>, Vec<(Key, Node)>) = (Vec::new(), Vec::new());
+        let mut stack: Vec<Frame<'a>> = Vec::new();
+        let (mut items, mut entries): (Vec<Node<'a>>, Vec<(Key<'a>, Node<'a>)>) = (Vec::new(), Vec::new());
         let mut root = None;
         for event in parser {
             let (event, span) = event.ok()?;
@@ -261,7 +266,7 @@ mod fast {
             }
         }
         // Only a mapping at the root: an empty or scalar document is rare and cheap.
-        root.filter(|r: &Node| matches!(r.value, Value::Map(_)) && stack.is_empty())
+        root.filter(|r: &Node<'a>| matches!(r.value, Value::Map(_)) && stack.is_empty())
     }
 
     fn pos(span: &Span) -> Pos {
@@ -273,7 +278,7 @@ mod fast {
 
     /// A key serde-saphyr reads as this same text: quoted, or plain and
     /// starting with a letter (no null, number or merge key).
-    fn key_text(text: Cow<'_, str>, style: ScalarStyle) -> Option<String> {
+    fn key_text(text: Cow<'_, str>, style: ScalarStyle) -> Option<Cow<'_, str>> {
         match scalar(text, style)? {
             Value::Str(s) => Some(s),
             _ => None,
@@ -282,10 +287,10 @@ mod fast {
 
     /// serde-saphyr's `deserialize_any` for an untagged scalar (YAML 1.2 core
     /// schema, strict booleans), for the cases that are certain; `None` otherwise.
-    fn scalar(text: Cow<'_, str>, style: ScalarStyle) -> Option<Value> {
+    fn scalar(text: Cow<'_, str>, style: ScalarStyle) -> Option<Value<'_>> {
         match style {
             ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted | ScalarStyle::Literal | ScalarStyle::Folded => {
-                return Some(Value::Str(text.into_owned()))
+                return Some(Value::Str(text))
             }
             ScalarStyle::Plain => {}
             #[allow(unreachable_patterns)]
@@ -309,14 +314,16 @@ mod fast {
             && bytes
                 .iter()
                 .any(|b| b.is_ascii_alphabetic() && !matches!(b, b'e' | b'E'))
-            && !text.contains('$')
+            && !bytes.contains(&b'$')
         {
-            return Some(Value::Str(text.into_owned()));
+            return Some(Value::Str(text));
         }
         // Starts with a letter: text, except spellings a float parser might take.
-        let lower = text.get(..3).map(str::to_ascii_lowercase);
-        if bytes[0].is_ascii_alphabetic() && !matches!(lower.as_deref(), Some("inf" | "nan")) && !text.contains('$') {
-            return Some(Value::Str(text.into_owned()));
+        let float_word = text
+            .get(..3)
+            .is_some_and(|head| head.eq_ignore_ascii_case("inf") || head.eq_ignore_ascii_case("nan"));
+        if bytes[0].is_ascii_alphabetic() && !float_word && !bytes.contains(&b'$') {
+            return Some(Value::Str(text));
         }
         None
     }
@@ -324,7 +331,7 @@ mod fast {
 
 // === impl Deserialize for Value ===
 
-impl<'de> Deserialize<'de> for Value {
+impl<'de> Deserialize<'de> for Value<'static> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(ValueVisitor)
     }
@@ -333,64 +340,70 @@ impl<'de> Deserialize<'de> for Value {
 struct ValueVisitor;
 
 impl<'de> Visitor<'de> for ValueVisitor {
-    type Value = Value;
+    type Value = Value<'static>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any YAML value")
     }
-    fn visit_unit<E>(self) -> Result<Value, E> {
+    fn visit_unit<E>(self) -> Result<Value<'static>, E> {
         Ok(Value::Null)
     }
-    fn visit_none<E>(self) -> Result<Value, E> {
+    fn visit_none<E>(self) -> Result<Value<'static>, E> {
         Ok(Value::Null)
     }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value<'static>, D::Error> {
         Value::deserialize(d)
     }
-    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+    fn visit_bool<E>(self, b: bool) -> Result<Value<'static>, E> {
         Ok(Value::Bool(b))
     }
-    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+    fn visit_i64<E>(self, n: i64) -> Result<Value<'static>, E> {
         Ok(Value::Int(n.into()))
     }
-    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+    fn visit_u64<E>(self, n: u64) -> Result<Value<'static>, E> {
         Ok(Value::Int(n.into()))
     }
-    fn visit_i128<E>(self, n: i128) -> Result<Value, E> {
+    fn visit_i128<E>(self, n: i128) -> Result<Value<'static>, E> {
         Ok(Value::Int(n))
     }
-    fn visit_u128<E: de::Error>(self, n: u128) -> Result<Value, E> {
+    fn visit_u128<E: de::Error>(self, n: u128) -> Result<Value<'static>, E> {
         i128::try_from(n)
             .map(Value::Int)
             .map_err(|_| E::custom("integer too large"))
     }
-    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+    fn visit_f64<E>(self, n: f64) -> Result<Value<'static>, E> {
         Ok(Value::Float(n))
     }
-    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
-        Ok(Value::Str(s.to_string()))
+    fn visit_str<E>(self, s: &str) -> Result<Value<'static>, E> {
+        Ok(Value::Str(Cow::Owned(s.to_string())))
     }
-    fn visit_string<E>(self, s: String) -> Result<Value, E> {
-        Ok(Value::Str(s))
+    fn visit_string<E>(self, s: String) -> Result<Value<'static>, E> {
+        Ok(Value::Str(Cow::Owned(s)))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value<'static>, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Spanned<Value>>()? {
+        while let Some(item) = seq.next_element::<Spanned<Value<'static>>>()? {
             items.push(node(item));
         }
         Ok(Value::Seq(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value<'static>, A::Error> {
         let mut entries = Vec::new();
         // Keys are read as strings so that `on:` or `5432:` stay text, as
         // Helm's Go YAML reads map[string]interface{} keys.
         while let Some(key) = map.next_key::<Spanned<String>>()? {
-            let value = map.next_value::<Spanned<Value>>()?;
+            let value = map.next_value::<Spanned<Value<'static>>>()?;
             let at = Pos {
                 line: key.referenced.line() as u32,
                 column: key.referenced.column() as u32,
             };
-            entries.push((Key { name: key.value, at }, node(value)));
+            entries.push((
+                Key {
+                    name: Cow::Owned(key.value),
+                    at,
+                },
+                node(value),
+            ));
         }
         Ok(Value::Map(entries))
     }
@@ -400,7 +413,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
 mod tests {
     use super::*;
 
-    fn map(node: &Node) -> &[(Key, Node)] {
+    fn map<'n, 'a>(node: &'n Node<'a>) -> &'n [(Key<'a>, Node<'a>)] {
         match &node.value {
             Value::Map(m) => m,
             other => panic!("not a map: {other:?}"),

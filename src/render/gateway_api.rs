@@ -306,7 +306,7 @@ mod tests {
                 let yaml::Value::Map(m) = node.value else { panic!("{d}") };
                 let (_, kind) = m.iter().find(|(k, _)| k.name == "kind").unwrap();
                 match &kind.value {
-                    yaml::Value::Str(s) => s.clone(),
+                    yaml::Value::Str(s) => s.to_string(),
                     other => panic!("{other:?}"),
                 }
             })

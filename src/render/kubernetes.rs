@@ -623,7 +623,7 @@ routes:
         };
         let data = &top.iter().find(|(k, _)| k.name == "data").unwrap().1.value;
         let Value::Map(data) = data else { panic!() };
-        assert_eq!(data[0].1.value, Value::Str(VALUES.to_string()));
+        assert_eq!(data[0].1.value, Value::Str(VALUES.into()));
     }
 
     #[test]
@@ -668,7 +668,7 @@ routes:
             let doc = format!("k: {}", block_scalar(text, 2));
             let parsed = yaml::parse(&doc).unwrap_or_else(|e| panic!("{text:?}: {e:?}\n{doc}"));
             let Value::Map(top) = parsed.value else { panic!("{doc}") };
-            assert_eq!(top[0].1.value, Value::Str(text.to_string()), "{text:?} as\n{doc}");
+            assert_eq!(top[0].1.value, Value::Str(text.into()), "{text:?} as\n{doc}");
         }
     }
 
