@@ -136,11 +136,11 @@ const HTTP_TEMPLATE_ONLY: &[&str] = &["path", "pathType"];
 pub fn read(root: &Node<'_>, problems: &mut Vec<Problem>) -> Values {
     let mut r = Reader { problems };
     let mut values = Values::default();
-    let Some(mut top) = r.fields(root, "") else {
+    let Some(mut top) = r.fields(root, Path::Root) else {
         return values;
     };
     if let Some(gateways) = top.take("gateways") {
-        if let Some(mut g) = r.fields(gateways, "gateways") {
+        if let Some(mut g) = r.fields(gateways, Path::Text("gateways")) {
             values.external = g.take("external").and_then(|n| r.gateway(n, "gateways.external", true));
             values.internal = g
                 .take("internal")
@@ -149,7 +149,7 @@ pub fn read(root: &Node<'_>, problems: &mut Vec<Problem>) -> Values {
         }
     }
     if let Some(routes) = top.take("routes") {
-        if let Some(mut rs) = r.fields(routes, "routes") {
+        if let Some(mut rs) = r.fields(routes, Path::Text("routes")) {
             if let Some(tls) = rs.take("tls") {
                 values.tls = r.list(tls, "routes.tls", Reader::tls_item);
             }
@@ -208,35 +208,81 @@ struct Reader<'p> {
 }
 
 /// The entries of one mapping, taken one key at a time; what is left over is
-/// reported as unknown by `Reader::finish`.
-struct Fields<'n> {
-    path: String,
+/// reported as unknown by `Reader::finish`. Taken entries are marked, not
+/// removed, so a mapping costs no allocation.
+struct Fields<'n, 'p> {
+    path: Path<'p>,
     at: Pos,
-    entries: Vec<(&'n Key<'n>, &'n Node<'n>)>,
+    entries: &'n [(Key<'n>, Node<'n>)],
+    /// Taken entries among the first 64 (bit i: entry i).
+    taken: u64,
+    /// Taken entries past the first 64 (serde-saphyr's maps have no key limit).
+    taken_more: Vec<usize>,
 }
 
-/// `parent.key`, written out only when a problem needs it: one allocation
-/// per field of every route otherwise.
-struct Child<'a>(&'a str, &'a str);
+/// A field's dotted path (`routes.tls[3].service.port`), written out only
+/// when a problem needs it: spelt out for every mapping, it cost an
+/// allocation and a format per route and field.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    /// The document itself: an empty path.
+    Root,
+    /// A path given as text, e.g. `gateways.external`.
+    Text(&'a str),
+    /// `parent.key`.
+    Key(&'a Path<'a>, &'a str),
+    /// `list[index]`.
+    Index(&'a str, usize),
+}
 
-impl fmt::Display for Child<'_> {
+impl Path<'_> {
+    fn is_empty(&self) -> bool {
+        matches!(self, Path::Root | Path::Text(""))
+    }
+}
+
+impl fmt::Display for Path<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            f.write_str(self.1)
-        } else {
-            write!(f, "{}.{}", self.0, self.1)
+        match self {
+            Path::Root => Ok(()),
+            Path::Text(text) => f.write_str(text),
+            Path::Key(parent, key) if parent.is_empty() => f.write_str(key),
+            Path::Key(parent, key) => write!(f, "{parent}.{key}"),
+            Path::Index(list, index) => write!(f, "{list}[{index}]"),
         }
     }
 }
 
-impl<'n> Fields<'n> {
-    fn take(&mut self, key: &str) -> Option<&'n Node<'n>> {
-        let i = self.entries.iter().position(|(k, _)| k.name == key)?;
-        Some(self.entries.remove(i).1)
+impl<'n> Fields<'n, '_> {
+    fn is_taken(&self, i: usize) -> bool {
+        if i < 64 {
+            self.taken & (1 << i) != 0
+        } else {
+            self.taken_more.contains(&i)
+        }
     }
 
-    fn child<'k>(&'k self, key: &'k str) -> Child<'k> {
-        Child(&self.path, key)
+    fn take(&mut self, key: &str) -> Option<&'n Node<'n>> {
+        let entries = self.entries;
+        let i = (0..entries.len()).find(|&i| !self.is_taken(i) && entries[i].0.name == key)?;
+        if i < 64 {
+            self.taken |= 1 << i;
+        } else {
+            self.taken_more.push(i);
+        }
+        Some(&entries[i].1)
+    }
+
+    /// The entries nobody took, in file order.
+    fn left(&self) -> impl Iterator<Item = &'n Key<'n>> + '_ {
+        let entries = self.entries;
+        (0..entries.len())
+            .filter(|&i| !self.is_taken(i))
+            .map(move |i| &entries[i].0)
+    }
+
+    fn child<'k>(&'k self, key: &'k str) -> Path<'k> {
+        Path::Key(&self.path, key)
     }
 }
 
@@ -247,33 +293,32 @@ impl Reader<'_> {
     }
 
     /// A mapping's entries; `null` (an empty section such as `gateways:`) reads as empty.
-    fn fields<'n>(&mut self, node: &'n Node<'n>, path: &str) -> Option<Fields<'n>> {
-        match &node.value {
-            Value::Map(entries) => Some(Fields {
-                path: path.to_string(),
-                at: node.at,
-                entries: entries.iter().map(|(k, v)| (k, v)).collect(),
-            }),
-            Value::Null => Some(Fields {
-                path: path.to_string(),
-                at: node.at,
-                entries: Vec::new(),
-            }),
+    fn fields<'n, 'p>(&mut self, node: &'n Node<'n>, path: Path<'p>) -> Option<Fields<'n, 'p>> {
+        let entries: &[_] = match &node.value {
+            Value::Map(entries) => entries,
+            Value::Null => &[],
             other => {
-                let what = if path.is_empty() { "the document" } else { path };
+                let what: &dyn fmt::Display = if path.is_empty() { &"the document" } else { &path };
                 self.error(
                     node.at,
                     path,
                     format!("{what} must be a mapping, found {}", other.kind()),
                 );
-                None
+                return None;
             }
-        }
+        };
+        Some(Fields {
+            path,
+            at: node.at,
+            entries,
+            taken: 0,
+            taken_more: Vec::new(),
+        })
     }
 
     /// Report keys nobody took: template-only ones as warnings, the rest as errors.
-    fn finish(&mut self, fields: Fields<'_>, allowed: &[&str], template_only: &[&str]) {
-        for (key, _) in &fields.entries {
+    fn finish(&mut self, fields: Fields<'_, '_>, allowed: &[&str], template_only: &[&str]) {
+        for key in fields.left() {
             let field = fields.child(&key.name);
             if template_only.contains(&&*key.name) {
                 // Only reachable when the caller did not take it: it is read elsewhere.
@@ -292,13 +337,13 @@ impl Reader<'_> {
         &mut self,
         node: &Node<'_>,
         path: &str,
-        item: fn(&mut Self, &Node<'_>, String, usize) -> Option<T>,
+        item: fn(&mut Self, &Node<'_>, Path<'_>, usize) -> Option<T>,
     ) -> Vec<T> {
         match &node.value {
             Value::Seq(items) => items
                 .iter()
                 .enumerate()
-                .filter_map(|(i, n)| item(self, n, format!("{path}[{i}]"), i))
+                .filter_map(|(i, n)| item(self, n, Path::Index(path, i), i))
                 .collect(),
             Value::Null => Vec::new(),
             other => {
@@ -400,7 +445,7 @@ impl Reader<'_> {
         }
     }
 
-    fn missing(&mut self, fields: &Fields<'_>, key: &str) {
+    fn missing(&mut self, fields: &Fields<'_, '_>, key: &str) {
         let path = fields.child(key);
         self.error(
             fields.at,
@@ -410,7 +455,7 @@ impl Reader<'_> {
     }
 
     fn gateway(&mut self, node: &Node<'_>, path: &str, external: bool) -> Option<Gateway> {
-        let mut f = self.fields(node, path)?;
+        let mut f = self.fields(node, Path::Text(path))?;
         let mut gateway = Gateway {
             at: node.at,
             ..Gateway::default()
@@ -460,8 +505,8 @@ impl Reader<'_> {
         ));
     }
 
-    fn tls_item(&mut self, node: &Node<'_>, path: String, index: usize) -> Option<TlsItem> {
-        let mut f = self.fields(node, &path)?;
+    fn tls_item(&mut self, node: &Node<'_>, path: Path<'_>, index: usize) -> Option<TlsItem> {
+        let mut f = self.fields(node, path)?;
         let mut item = TlsItem {
             index,
             at: node.at,
@@ -478,8 +523,7 @@ impl Reader<'_> {
             .and_then(|n| self.port(n, &f.child("gatewayPort")));
         match f.take("service") {
             Some(n) => {
-                let service_path = f.child("service").to_string();
-                if let Some(mut s) = self.fields(n, &service_path) {
+                if let Some(mut s) = self.fields(n, f.child("service")) {
                     match s.take("name") {
                         Some(v) => item.service_name = self.string(v, &s.child("name")),
                         None => self.missing(&s, "name"),
@@ -498,7 +542,7 @@ impl Reader<'_> {
             .take("selector")
             .and_then(|n| self.string_map(n, &f.child("selector")));
         if let Some(n) = f.take("clientTrafficPolicy") {
-            item.client_traffic_policy = self.traffic_policy(n, &f.child("clientTrafficPolicy"));
+            item.client_traffic_policy = self.traffic_policy(n, f.child("clientTrafficPolicy"));
         }
         let allowed: &[&str] = &[
             "fqdn",
@@ -527,8 +571,8 @@ impl Reader<'_> {
         Some(s)
     }
 
-    fn traffic_policy(&mut self, node: &Node<'_>, path: &dyn fmt::Display) -> Option<TrafficPolicy> {
-        let mut f = self.fields(node, &path.to_string())?;
+    fn traffic_policy(&mut self, node: &Node<'_>, path: Path<'_>) -> Option<TrafficPolicy> {
+        let mut f = self.fields(node, path)?;
         let mut policy = TrafficPolicy {
             at: node.at,
             ..TrafficPolicy::default()
@@ -542,8 +586,7 @@ impl Reader<'_> {
             .and_then(|n| self.string(n, &f.child("namespace")))
             .map(|l| l.value);
         if let Some(n) = f.take("tcpKeepalive") {
-            let kpath = f.child("tcpKeepalive").to_string();
-            if let Some(mut k) = self.fields(n, &kpath) {
+            if let Some(mut k) = self.fields(n, f.child("tcpKeepalive")) {
                 let idle_node = k.take("idleTime");
                 let interval_node = k.take("interval");
                 let idle_time = idle_node.and_then(|n| self.duration(n, &k.child("idleTime")));
@@ -565,7 +608,7 @@ impl Reader<'_> {
                         Value::Int(p) if (1..=i128::from(u32::MAX)).contains(p) => keepalive.probes = Some(*p as u32),
                         other => self.error(
                             n.at,
-                            &field,
+                            field,
                             format!("{field} must be an integer of at least 1, found {}", describe(other)),
                         ),
                     }
@@ -589,8 +632,8 @@ impl Reader<'_> {
         }
     }
 
-    fn http_item(&mut self, node: &Node<'_>, path: String, index: usize) -> Option<HttpItem> {
-        let mut f = self.fields(node, &path)?;
+    fn http_item(&mut self, node: &Node<'_>, path: Path<'_>, index: usize) -> Option<HttpItem> {
+        let mut f = self.fields(node, path)?;
         let mut item = HttpItem {
             index,
             at: node.at,
@@ -603,8 +646,7 @@ impl Reader<'_> {
         item.name = f.take("name").and_then(|n| self.string(n, &f.child("name")));
         item.namespace = f.take("namespace").and_then(|n| self.string(n, &f.child("namespace")));
         if let Some(n) = f.take("service") {
-            let spath = f.child("service").to_string();
-            if let Some(mut s) = self.fields(n, &spath) {
+            if let Some(mut s) = self.fields(n, f.child("service")) {
                 match s.take("name") {
                     Some(v) => drop(self.string(v, &s.child("name"))),
                     None => self.missing(&s, "name"),
@@ -617,11 +659,7 @@ impl Reader<'_> {
                     let field = s.child("backendType");
                     if let Some(t) = self.string(v, &field) {
                         if t.value != "tls" && t.value != "http" {
-                            self.error(
-                                v.at,
-                                &field,
-                                format!("{field} is {:?}; it must be tls or http", t.value),
-                            );
+                            self.error(v.at, field, format!("{field} is {:?}; it must be tls or http", t.value));
                         }
                     }
                 }
@@ -636,8 +674,7 @@ impl Reader<'_> {
             self.object(n, &f.child("filters"));
         }
         if let Some(n) = f.take("timeouts") {
-            let tpath = f.child("timeouts").to_string();
-            if let Some(mut t) = self.fields(n, &tpath) {
+            if let Some(mut t) = self.fields(n, f.child("timeouts")) {
                 for key in ["request", "backendRequest"] {
                     if let Some(v) = t.take(key) {
                         self.duration(v, &t.child(key));
