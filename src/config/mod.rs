@@ -7,7 +7,7 @@
 pub mod values;
 pub mod yaml;
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -202,21 +202,27 @@ fn build_routes(values: &Values, problems: &mut Vec<Problem>) -> Vec<Route> {
             continue;
         };
         let gateway_port = item.gateway_port.as_ref().map_or(default_port, |p| p.value);
-        if let Some((first, at)) = seen.get(&(gateway_port, sni.clone())) {
-            problems.push(Problem::new(
-                Severity::Error,
-                fqdn.at,
-                field("fqdn"),
-                "duplicate-sni",
-                format!(
-                    "{} is already routed on gateway port {gateway_port} by routes.tls[{first}] (line {}); \
-                     one SNI can reach only one backend per port: remove one item or give it another gatewayPort",
-                    fqdn.value, at.line
-                ),
-            ));
-            continue;
+        // One lookup and one copy of the pattern per route.
+        match seen.entry((gateway_port, sni.clone())) {
+            Entry::Vacant(slot) => {
+                slot.insert((item.index, fqdn.at));
+            }
+            Entry::Occupied(slot) => {
+                let (first, at) = *slot.get();
+                problems.push(Problem::new(
+                    Severity::Error,
+                    fqdn.at,
+                    field("fqdn"),
+                    "duplicate-sni",
+                    format!(
+                        "{} is already routed on gateway port {gateway_port} by routes.tls[{first}] (line {}); \
+                         one SNI can reach only one backend per port: remove one item or give it another gatewayPort",
+                        fqdn.value, at.line
+                    ),
+                ));
+                continue;
+            }
         }
-        seen.insert((gateway_port, sni.clone()), (item.index, fqdn.at));
         let namespace = item
             .namespace
             .as_ref()
