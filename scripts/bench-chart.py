@@ -10,7 +10,10 @@ Reads the JSON `cargo bench --bench e2e` writes and draws three panels:
    times as direct / target (the median of per-round ratios, so a bar of 0.5
    means half the connection rate, or twice the round-trip time);
 2. router RSS per idle connection (KiB, lower is better);
-3. connection-rate cost of the large route table (%, lower is better).
+3. connection-rate cost of the large route table (%, lower is better);
+4. the proxy's own CPU time per connection (1 and 64 clients) and per GiB
+   forwarded (16 connections each way), from its threads' schedstat: a
+   figure other work on the machine barely moves (lower is better).
 """
 
 import argparse
@@ -163,11 +166,31 @@ def main():
         ]
     cost_max = max([v for _, vals in cost_groups for v in vals.values() if v is not None] + [5.0]) * 1.2
 
+    def cpu_groups(items):
+        out = []
+        for scenario, metric, label in items:
+            row = find(rows, scenario, metric)
+            if row:
+                out.append((label, {t: row["targets"].get(t, {}).get("median") for t in order}))
+        return out
+
+    conn_cpu = cpu_groups([
+        ("connrate_c1", "cpu_per_conn", "1 client"),
+        ("connrate_c64", "cpu_per_conn", "64 clients"),
+    ])
+    gib_cpu = cpu_groups([
+        ("throughput_up_16", "cpu_per_gib", "up, 16 conns"),
+        ("throughput_down_16", "cpu_per_gib", "down, 16 conns"),
+    ])
+
+    def top_of(groups, floor):
+        return max([v for _, vals in groups for v in vals.values() if v is not None] + [floor]) * 1.2
+
     width, left = 1200, 70
     main_w = width - left - 80
     svg = []
     h1, h2 = 380, 260
-    total_h = 90 + h1 + 60 + h2 + 40
+    total_h = 90 + h1 + 60 + h2 + 60 + h2 + 40
     svg.append(
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{total_h}' "
         f"viewBox='0 0 {width} {total_h}'>"
@@ -198,6 +221,11 @@ def main():
               idle_groups, order, order, idle_max, lambda v: f"{v:.1f}")
     bar_panel(svg, left + half + 80, y2, half, h2, "Route scale: connection-rate cost (%, lower is better)",
               cost_groups, order, order, cost_max, lambda v: f"{v:.1f}")
+    y3 = y2 + h2 + 60
+    bar_panel(svg, left, y3, half, h2, "Proxy CPU per connection (µs, lower is better)",
+              conn_cpu, order, order, top_of(conn_cpu, 1.0), lambda v: f"{v:.0f}")
+    bar_panel(svg, left + half + 80, y3, half, h2, "Proxy CPU per GiB forwarded (s, lower is better)",
+              gib_cpu, order, order, top_of(gib_cpu, 0.1), lambda v: f"{v:.2f}")
     svg.append("</svg>")
 
     with open(args.output, "w", encoding="utf-8") as f:
