@@ -299,7 +299,7 @@ pub struct ServeArgs {
     /// Send a PROXY protocol v2 header to backends with the client's address.
     #[arg(long, env = "SNI_ROUTER_SEND_PROXY_PROTOCOL")]
     pub send_proxy_protocol: bool,
-    /// Forward with read/write instead of splice(2) (Linux uses splice by default).
+    /// Forward with read/write only (on Linux bulk transfers switch to splice(2) by default).
     #[arg(long, env = "SNI_ROUTER_NO_SPLICE")]
     pub no_splice: bool,
 }

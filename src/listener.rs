@@ -111,19 +111,18 @@ pub async fn serve(listener: TcpListener, number: u16, shared: Arc<Shared>, mut 
             }
         };
         tokio::spawn(Contained {
-            task: connection(stream, peer, port.clone(), open, permit),
+            task: connection(stream, Conn { port: number, peer }, port.clone(), open, permit),
             port: port.clone(),
             peer,
         });
     }
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, port: Arc<Port>, open: OpenGuard, permit: HelloPermit) {
-    let shared = &open.0;
+async fn connection(mut stream: TcpStream, conn: Conn, port: Arc<Port>, open: OpenGuard, mut permit: HelloPermit) {
     // Linux copies TCP_NODELAY from the listening socket (see `bind`).
     #[cfg(not(target_os = "linux"))]
     let _ = stream.set_nodelay(true);
-    let table = shared.table.load_full();
+    let table = open.0.table.load_full();
     if let Some(keepalive) = table.keepalive(port.number) {
         set_keepalive(&stream, keepalive);
     }
@@ -131,12 +130,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, port: Arc<Port>, open: 
     let _active = ActiveGuard::new(port.active.clone());
     let started = tokio::time::Instant::now();
     let counters = Counters::default();
-    let conn = Conn {
-        port: port.number,
-        peer,
-    };
-    let outcome = session::run(stream, conn, table, &shared.ctx, permit, &counters).await;
-    finish(shared, &port, outcome, Some((&counters, started.elapsed())));
+    let outcome = session::run(&mut stream, &conn, &table, &open.0.ctx, &mut permit, &counters).await;
+    // Closed before the bookkeeping: for the last direction to end, the
+    // close is what sends the FIN.
+    drop(stream);
+    finish(&open.0, &port, outcome, Some((&counters, started.elapsed())));
 }
 
 pin_project_lite::pin_project! {
@@ -424,13 +422,13 @@ mod tests {
         let permit = shared.hellos.admit(peer.ip()).unwrap();
         let open = OpenGuard::enter(&shared).unwrap();
         let task = Contained {
-            task: connection(stream, peer, port.clone(), open, permit),
+            task: connection(stream, Conn { port: 443, peer }, port.clone(), open, permit),
             port,
             peer,
         };
         let size = std::mem::size_of_val(&task);
         eprintln!("connection task: {size} B");
-        assert!(size <= 1280, "connection task {size} B");
+        assert!(size <= 1024, "connection task {size} B");
     }
 
     /// The router leaves TCP_NODELAY to the listening socket on Linux; a

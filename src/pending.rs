@@ -30,9 +30,15 @@ struct PerSource {
     pending: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// Held while a connection sends its ClientHello.
+/// Held while a connection sends its ClientHello. Boxed: a connection's
+/// task keeps it for its whole life (empty once the hello is in), so it
+/// costs one pointer there; nothing is allocated when both caps are off.
 #[derive(Debug)]
-pub struct HelloPermit {
+pub struct HelloPermit(Option<Box<Slots>>);
+
+/// The slots a permit holds.
+#[derive(Debug)]
+struct Slots {
     _all: Option<OwnedSemaphorePermit>,
     source: Option<(Arc<PerSource>, IpAddr)>,
 }
@@ -55,7 +61,10 @@ impl PendingHellos {
     /// own cap is checked first, so a host over it is told so even when the
     /// shared cap is full too.
     pub fn admit(&self, source: IpAddr) -> Result<HelloPermit, Reject> {
-        let mut permit = HelloPermit {
+        if self.per_source.is_none() && self.all.is_none() {
+            return Ok(HelloPermit(None));
+        }
+        let mut permit = Slots {
             _all: None,
             source: None,
         };
@@ -77,11 +86,19 @@ impl PendingHellos {
                     .map_err(|_| Reject::HelloLimit(*max))?,
             );
         }
-        Ok(permit)
+        Ok(HelloPermit(Some(Box::new(permit))))
     }
 }
 
-impl Drop for HelloPermit {
+impl HelloPermit {
+    /// The hello is in: give both slots back now. The permit stays, empty,
+    /// so the connection's task needs no second place to keep it.
+    pub fn release(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Slots {
     fn drop(&mut self) {
         if let Some((per_source, source)) = self.source.take() {
             let mut pending = per_source.pending.lock().unwrap_or_else(|e| e.into_inner());

@@ -229,14 +229,15 @@ impl Outcome {
     }
 }
 
-/// Serve one accepted connection. `hello_permit` is held while the client
-/// is still sending its ClientHello.
+/// Serve one accepted connection. `hello_permit` is released once the
+/// client's ClientHello is in. Everything is borrowed: the caller's task
+/// keeps one copy of each for the connection's life, not two.
 pub async fn run(
-    mut client: TcpStream,
-    conn: Conn,
-    table: Arc<RouteTable>,
+    client: &mut TcpStream,
+    conn: &Conn,
+    table: &RouteTable,
     ctx: &Context,
-    hello_permit: HelloPermit,
+    hello_permit: &mut HelloPermit,
     counters: &Counters,
 ) -> Outcome {
     let mut outcome = Outcome::new(conn.peer);
@@ -247,13 +248,12 @@ pub async fn run(
     // carries every field), so an idle connection keeps no span. A debug
     // span, so the default (info) level creates none per connection.
     let span = tracing::debug_span!("conn", listener = conn.port, client.addr = %conn.peer);
-    let routing = Box::pin(
-        route_and_connect(&mut client, conn, &table, ctx, hello_permit, counters, &mut outcome).instrument(span),
-    );
+    let routing =
+        Box::pin(route_and_connect(client, *conn, table, ctx, hello_permit, counters, &mut outcome).instrument(span));
     let result = match routing.await {
         Ok(Routed::Backend(backend)) => Ok(Ending::Forwarded(
             forward::forward(
-                &client,
+                client,
                 &backend,
                 ctx.limits.idle_timeout,
                 counters,
@@ -267,7 +267,9 @@ pub async fn run(
     outcome.ending = match result {
         Ok(ending) => ending,
         Err(reject) => {
-            refuse(&mut client, reject.reply()).await;
+            // Boxed: refusing is the rare path, and inline its linger timer
+            // and buffers would size every connection's task.
+            Box::pin(refuse(client, reject.reply())).await;
             Ending::Rejected(reject)
         }
     };
@@ -287,7 +289,7 @@ async fn route_and_connect(
     conn: Conn,
     table: &RouteTable,
     ctx: &Context,
-    hello_permit: HelloPermit,
+    hello_permit: &mut HelloPermit,
     counters: &Counters,
     outcome: &mut Outcome,
 ) -> Result<Routed, Reject> {
@@ -314,7 +316,7 @@ async fn route_and_connect(
         Err(_) => return Err(Reject::HelloTimeout(limits.hello_timeout)),
         Ok(result) => result.map_err(Reject::from)?,
     };
-    drop(hello_permit);
+    hello_permit.release();
     outcome.hello_time = Some(started.elapsed());
     let hello = match sniffed {
         Sniffed::Tls(hello) => hello,

@@ -255,12 +255,14 @@ enum State {
 const SMALL: usize = 4 * 1024;
 
 /// Bytes in flight in one direction.
+/// Counts are `u32` (a chunk is at most a pipe's or a buffer's capacity):
+/// this sits in every connection's task twice.
 enum Chunk {
     /// In a pipe, `left` bytes still to splice out.
     #[cfg(target_os = "linux")]
-    Pipe(splice::Pipe, usize),
+    Pipe(splice::Pipe, u32),
     /// In a buffer, `buf[at..end]` still to write.
-    Buf(copy::Buf, usize, usize),
+    Buf(copy::Buf, u32, u32),
 }
 
 type FlowResult = Result<(), (Side, io::Error)>;
@@ -292,8 +294,8 @@ impl Flow {
                             if zero_copy {
                                 self.splice = match &chunk {
                                     #[cfg(target_os = "linux")]
-                                    Chunk::Pipe(_, n) => *n >= SMALL,
-                                    Chunk::Buf(buf, _, n) => *n == buf.len(),
+                                    Chunk::Pipe(_, n) => *n as usize >= SMALL,
+                                    Chunk::Buf(buf, _, n) => *n as usize == buf.len(),
                                 };
                             }
                             self.state = State::Writing(chunk);
@@ -357,7 +359,8 @@ impl Chunk {
             // Out of descriptors for a pipe: this chunk goes through a buffer.
             if let Some(pipe) = splice::Pipe::take() {
                 return match pipe.fill(from) {
-                    Ok(Some(n)) => Ok(Some(Chunk::Pipe(pipe, n))),
+                    // n ≤ the pipe's capacity, an i32 from F_GETPIPE_SZ/F_SETPIPE_SZ.
+                    Ok(Some(n)) => Ok(Some(Chunk::Pipe(pipe, n as u32))),
                     // Still empty: back to the pool, not closed.
                     other => {
                         pipe.release();
@@ -373,7 +376,8 @@ impl Chunk {
                 buf.release();
                 Ok(None)
             }
-            Ok(n) => Ok(Some(Chunk::Buf(buf, 0, n))),
+            // n ≤ the buffer's 64 KiB.
+            Ok(n) => Ok(Some(Chunk::Buf(buf, 0, n as u32))),
             Err(e) => {
                 buf.release();
                 Err(e)
@@ -386,13 +390,13 @@ impl Chunk {
         match self {
             #[cfg(target_os = "linux")]
             Chunk::Pipe(pipe, left) => {
-                let n = pipe.drain(to, *left)?;
-                *left -= n;
+                let n = pipe.drain(to, *left as usize)?;
+                *left -= n as u32;
                 Ok(n)
             }
             Chunk::Buf(buf, at, end) => {
-                let n = to.try_write(&buf[*at..*end])?;
-                *at += n;
+                let n = to.try_write(&buf[*at as usize..*end as usize])?;
+                *at += n as u32;
                 Ok(n)
             }
         }

@@ -23,7 +23,7 @@ const POOL: usize = 16;
 const FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_MOVE.union(SpliceFFlags::SPLICE_F_NONBLOCK);
 
 /// A pipe (read end, write end) and its capacity; empty whenever it is in the pool.
-pub(super) struct Pipe(OwnedFd, OwnedFd, usize);
+pub(super) struct Pipe(OwnedFd, OwnedFd, u32);
 
 thread_local! {
     static PIPES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
@@ -43,7 +43,7 @@ impl Pipe {
         let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ok()?;
         #[cfg(test)]
         OPENED.set(OPENED.get() + 1);
-        let mut capacity = 64 * 1024;
+        let mut capacity: u32 = 64 * 1024;
         if !SMALL_PIPES.get() {
             static SZ: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
             let size = *SZ.get_or_init(|| {
@@ -53,7 +53,7 @@ impl Pipe {
                     .unwrap_or(PIPE_SIZE)
             });
             match fcntl(&write, FcntlArg::F_SETPIPE_SZ(size)) {
-                Ok(size) => capacity = size as usize,
+                Ok(size) => capacity = size as u32,
                 Err(_) => SMALL_PIPES.set(true),
             }
         }
@@ -64,7 +64,7 @@ impl Pipe {
     /// is empty, so `WouldBlock` can only mean the socket has no data.
     pub(super) fn fill(&self, from: &TcpStream) -> io::Result<Option<usize>> {
         let n = from.try_io(Interest::READABLE, || {
-            Ok(splice(from, None, &self.1, None, self.2, FLAGS)?)
+            Ok(splice(from, None, &self.1, None, self.2 as usize, FLAGS)?)
         })?;
         Ok((n > 0).then_some(n))
     }
