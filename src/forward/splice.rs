@@ -45,14 +45,7 @@ impl Pipe {
         OPENED.set(OPENED.get() + 1);
         let mut capacity: u32 = 64 * 1024;
         if !SMALL_PIPES.get() {
-            static SZ: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
-            let size = *SZ.get_or_init(|| {
-                std::env::var("SNI_ROUTER_PIPE_SIZE")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(PIPE_SIZE)
-            });
-            match fcntl(&write, FcntlArg::F_SETPIPE_SZ(size)) {
+            match fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
                 Ok(size) => capacity = size as u32,
                 Err(_) => SMALL_PIPES.set(true),
             }
