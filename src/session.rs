@@ -9,6 +9,7 @@
 //! Only this module decides what a refused client hears: every refusal is a
 //! `Reject`, which maps to a metric/log reason and to a reply on the wire.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -183,15 +184,16 @@ pub enum Ending {
     Rejected(Reject),
 }
 
-/// Everything known about one connection when it ends: the access-log record.
+/// Everything known about one connection when it ends, besides how it
+/// ended (the [`Ending`]): the access-log record.
 #[derive(Debug)]
 pub struct Outcome {
     /// The client: the TCP peer, or the source a PROXY header named.
     pub client: SocketAddr,
     /// SNI sent by the client, if a hello was read.
-    pub sni: Option<String>,
-    /// ALPN protocols offered.
-    pub alpn: Vec<String>,
+    pub sni: Option<Box<str>>,
+    /// ALPN protocols offered, comma-separated as logged (empty: none).
+    pub alpn: Box<str>,
     /// Direct TLS or PostgreSQL SSLRequest.
     pub negotiation: Option<Negotiation>,
     /// The route chosen.
@@ -202,78 +204,78 @@ pub struct Outcome {
     pub hello_time: Option<Duration>,
     /// Time to connect to the backend.
     pub connect_time: Option<Duration>,
-    /// How it ended.
-    pub ending: Ending,
 }
 
 impl Outcome {
-    /// A connection refused before a session started (limits).
-    pub fn refused(client: SocketAddr, reject: Reject) -> Self {
-        let mut outcome = Self::new(client);
-        outcome.ending = Ending::Rejected(reject);
-        outcome
-    }
-
-    fn new(client: SocketAddr) -> Self {
+    /// Nothing known yet but the client's address.
+    pub fn new(client: SocketAddr) -> Self {
         Self {
             client,
             sni: None,
-            alpn: Vec::new(),
+            alpn: Box::default(),
             negotiation: None,
             target: None,
             backend: None,
             hello_time: None,
             connect_time: None,
-            ending: Ending::Rejected(Reject::NotTls),
         }
     }
 }
 
 /// Serve one accepted connection. `hello_permit` is released once the
-/// client's ClientHello is in. Everything is borrowed: the caller's task
-/// keeps one copy of each for the connection's life, not two.
-pub async fn run(
-    client: &mut TcpStream,
-    conn: &Conn,
-    table: &RouteTable,
-    ctx: &Context,
-    hello_permit: &mut HelloPermit,
-    counters: &Counters,
-) -> Outcome {
-    let mut outcome = Outcome::new(conn.peer);
-    // The routing state (sniff, hello, connect, timers) is boxed and freed
-    // before forwarding starts: inline, the task would keep room for it for
-    // the connection's whole life, and idle connections are mostly this task.
-    // Its span too: nothing logs while forwarding (the access-log event
-    // carries every field), so an idle connection keeps no span. A debug
-    // span, so the default (info) level creates none per connection.
-    let span = tracing::debug_span!("conn", listener = conn.port, client.addr = %conn.peer);
-    let routing =
-        Box::pin(route_and_connect(client, *conn, table, ctx, hello_permit, counters, &mut outcome).instrument(span));
-    let result = match routing.await {
-        Ok(Routed::Backend(backend)) => Ok(Ending::Forwarded(
-            forward::forward(
-                client,
-                &backend,
-                ctx.limits.idle_timeout,
-                counters,
-                ctx.limits.zero_copy,
-            )
-            .await,
-        )),
-        Ok(Routed::Done(ending)) => Ok(ending),
-        Err(reject) => Err(reject),
-    };
-    outcome.ending = match result {
-        Ok(ending) => ending,
-        Err(reject) => {
-            // Boxed: refusing is the rare path, and inline its linger timer
-            // and buffers would size every connection's task.
-            Box::pin(refuse(client, reject.reply())).await;
-            Ending::Rejected(reject)
-        }
-    };
-    outcome
+/// client's ClientHello is in; it and the route table snapshot are dropped
+/// when routing ends (a reload's old table is not kept alive by long
+/// connections). The rest is borrowed, so the caller's task keeps one copy
+/// of each, not two; and an `async` block rather than an `async fn`, which
+/// would copy each argument into a local of its own.
+#[allow(clippy::manual_async_fn)] // not an `async fn`: see above
+pub fn run<'a>(
+    client: &'a mut TcpStream,
+    conn: &'a Conn,
+    table: Arc<RouteTable>,
+    ctx: &'a Context,
+    hello_permit: HelloPermit,
+    counters: &'a Counters,
+) -> impl Future<Output = (Outcome, Ending)> + 'a {
+    async move {
+        let mut outcome = Outcome::new(conn.peer);
+        // The routing state (sniff, hello, connect, timers) is boxed and freed
+        // before forwarding starts: inline, the task would keep room for it for
+        // the connection's whole life, and idle connections are mostly this task.
+        // Its span too: nothing logs while forwarding (the access-log event
+        // carries every field), so an idle connection keeps no span. A debug
+        // span, so the default (info) level creates none per connection.
+        let span = tracing::debug_span!("conn", listener = conn.port, client.addr = %conn.peer);
+        let routing = Box::pin(
+            route_and_connect(client, *conn, table, ctx, hello_permit, counters, &mut outcome).instrument(span),
+        );
+        let result = match routing.await {
+            Ok(Routed::Backend(backend)) => Ok(Ending::Forwarded(
+                forward::forward(
+                    client,
+                    &backend,
+                    ctx.limits.idle_timeout,
+                    counters,
+                    ctx.limits.zero_copy,
+                )
+                .await,
+            )),
+            Ok(Routed::Done(ending)) => Ok(ending),
+            Err(reject) => Err(reject),
+        };
+        // Apart from the record: as a field it would hold a placeholder, and
+        // take room in every connection's task, for the whole forwarding.
+        let ending = match result {
+            Ok(ending) => ending,
+            Err(reject) => {
+                // Boxed: refusing is the rare path, and inline its linger timer
+                // and buffers would size every connection's task.
+                Box::pin(refuse(client, reject.reply())).await;
+                Ending::Rejected(reject)
+            }
+        };
+        (outcome, ending)
+    }
 }
 
 /// How routing ended: a backend ready for forwarding, or nothing to forward.
@@ -287,9 +289,9 @@ enum Routed {
 async fn route_and_connect(
     client: &mut TcpStream,
     conn: Conn,
-    table: &RouteTable,
+    table: Arc<RouteTable>,
     ctx: &Context,
-    hello_permit: &mut HelloPermit,
+    mut hello_permit: HelloPermit,
     counters: &Counters,
     outcome: &mut Outcome,
 ) -> Result<Routed, Reject> {
@@ -322,17 +324,28 @@ async fn route_and_connect(
         Sniffed::Tls(hello) => hello,
         Sniffed::PgStartup { minor } => return Err(Reject::PgPlaintext(minor)),
         Sniffed::PgCancel(bytes) => {
-            return forward_cancel(port, table, limits, &bytes, outcome)
+            return forward_cancel(port, &table, limits, &bytes, outcome)
                 .await
                 .map(Routed::Done)
         }
         Sniffed::RespPlaintext => return Err(Reject::RespPlaintext),
         Sniffed::NotTls => return Err(Reject::NotTls),
     };
-    outcome.sni = hello.hello.sni.clone();
-    outcome.alpn = hello.hello.alpn.clone();
-    outcome.negotiation = Some(hello.negotiation);
-    let sni = hello.hello.sni.as_deref().ok_or(Reject::NoSni)?;
+    // Moved, not copied: the record keeps them for the connection's life.
+    let sniff::Hello {
+        hello: names,
+        bytes,
+        negotiation,
+    } = hello;
+    outcome.sni = names.sni.map(String::into_boxed_str);
+    let mut alpn = names.alpn;
+    outcome.alpn = match alpn.len() {
+        0 => Box::default(),
+        1 => alpn.swap_remove(0).into_boxed_str(),
+        _ => alpn.join(",").into(),
+    };
+    outcome.negotiation = Some(negotiation);
+    let sni = outcome.sni.as_deref().ok_or(Reject::NoSni)?;
     let target = table
         .lookup(port, sni)
         .ok_or_else(|| Reject::UnknownSni(sni.to_string()))?
@@ -355,15 +368,15 @@ async fn route_and_connect(
             .await
             .map_err(|e| Reject::BackendNoTls(format!("writing the PROXY header: {e}")))?;
     }
-    if hello.negotiation == Negotiation::PgSslRequest {
+    if negotiation == Negotiation::PgSslRequest {
         pg_ssl_request(&mut backend, limits.connect_timeout).await?;
     }
     // Replay the hello exactly as received; the client's TLS session is the backend's.
     backend
-        .write_all(&hello.bytes)
+        .write_all(&bytes)
         .await
         .map_err(|e| Reject::BackendNoTls(format!("writing the ClientHello: {e}")))?;
-    counters.add(Direction::Upstream, hello.bytes.len() as u64);
+    counters.add(Direction::Upstream, bytes.len() as u64);
     Ok(Routed::Backend(backend))
 }
 
