@@ -6,8 +6,8 @@
 //! one sending it all at once. Parsing proper is `tls-parser`'s.
 
 use tls_parser::{
-    parse_tls_client_hello_extensions, parse_tls_message_handshake, SNIType, TlsExtension, TlsMessage,
-    TlsMessageHandshake,
+    parse_tls_extension_alpn_content, parse_tls_extension_sni_content, parse_tls_extension_unknown,
+    parse_tls_message_handshake, SNIType, TlsExtension, TlsMessage, TlsMessageHandshake,
 };
 
 /// TLS record content type `handshake`.
@@ -17,6 +17,9 @@ const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 /// RFC 8446 §5.1: a plaintext record carries at most 2^14 bytes.
 const MAX_RECORD_PAYLOAD: usize = 1 << 14;
 const RECORD_HEADER: usize = 5;
+/// Extension types the router reads (RFC 6066, RFC 7301).
+const EXTENSION_SERVER_NAME: u16 = 0;
+const EXTENSION_ALPN: u16 = 16;
 
 /// What the router reads from a ClientHello.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -100,8 +103,16 @@ impl HelloReader {
                 self.check_header(&head[..have + more])?;
                 return self.need_more(buf);
             };
-            self.handshake.extend_from_slice(payload);
             self.next_record = end;
+            // The common case, a hello in one record: parsed in place, no copy.
+            if self.handshake.is_empty() {
+                if let Some(body) = self.check_header(payload)? {
+                    if let Some(message) = payload.get(..body + 4) {
+                        return Ok(Some((parse(message)?, end)));
+                    }
+                }
+            }
+            self.handshake.extend_from_slice(payload);
 
             let Some(body) = self.check_header(&self.handshake)? else {
                 continue;
@@ -150,16 +161,28 @@ fn parse(message: &[u8]) -> Result<ClientHello, HelloError> {
         return Err(HelloError::Malformed("trailing bytes after the ClientHello"));
     }
     let mut out = ClientHello::default();
-    let Some(ext) = hello.ext else { return Ok(out) };
-    let Ok((rest, extensions)) = parse_tls_client_hello_extensions(ext) else {
-        return Err(HelloError::Malformed("extensions do not parse"));
+    let Some(mut extensions) = hello.ext else {
+        return Ok(out);
     };
-    if !rest.is_empty() {
-        return Err(HelloError::Malformed("an extension does not parse"));
-    }
-    for extension in extensions {
-        match extension {
-            TlsExtension::SNI(names) => {
+    // Only server_name and ALPN are read; every other extension is checked
+    // for framing only and left to the backend, as Envoy's TLS inspector
+    // (BoringSSL's early callback) does. Parsing them all cost ~10
+    // allocations per connection.
+    let (mut seen_sni, mut seen_alpn) = (false, false);
+    while !extensions.is_empty() {
+        let Ok((rest, TlsExtension::Unknown(kind, data))) = parse_tls_extension_unknown(extensions) else {
+            return Err(HelloError::Malformed("an extension does not parse"));
+        };
+        extensions = rest;
+        match kind.0 {
+            EXTENSION_SERVER_NAME => {
+                // Two would leave the route ambiguous: which one the backend reads.
+                if std::mem::replace(&mut seen_sni, true) {
+                    return Err(HelloError::Malformed("server_name sent twice"));
+                }
+                let Ok((_, TlsExtension::SNI(names))) = parse_tls_extension_sni_content(data) else {
+                    return Err(HelloError::Malformed("server_name does not parse"));
+                };
                 // RFC 6066 §3: at most one name of each type; host_name is type 0.
                 let mut host_names = names.iter().filter(|(t, _)| *t == SNIType::HostName);
                 let first = host_names.next();
@@ -175,7 +198,13 @@ fn parse(message: &[u8]) -> Result<ClientHello, HelloError> {
                     out.sni = Some(name.to_string());
                 }
             }
-            TlsExtension::ALPN(protocols) => {
+            EXTENSION_ALPN => {
+                if std::mem::replace(&mut seen_alpn, true) {
+                    return Err(HelloError::Malformed("ALPN sent twice"));
+                }
+                let Ok((_, TlsExtension::ALPN(protocols))) = parse_tls_extension_alpn_content(data) else {
+                    return Err(HelloError::Malformed("ALPN does not parse"));
+                };
                 out.alpn = protocols
                     .iter()
                     .map(|p| String::from_utf8_lossy(p).into_owned())
@@ -212,13 +241,18 @@ pub(crate) mod tests {
         if padding > 0 {
             push_ext(&mut ext, 21, &vec![0u8; padding]);
         }
+        with_extensions(&ext)
+    }
+
+    /// A ClientHello record whose extensions block is `ext`, as given.
+    pub fn with_extensions(ext: &[u8]) -> Vec<u8> {
         let mut body = vec![3, 3];
         body.extend_from_slice(&[7u8; 32]); // random
         body.push(0); // session id
         body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one cipher suite
         body.extend_from_slice(&[1, 0]); // null compression
         body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-        body.extend_from_slice(&ext);
+        body.extend_from_slice(ext);
         let mut hs = vec![1];
         hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
         hs.extend_from_slice(&body);
@@ -337,5 +371,44 @@ pub(crate) mod tests {
         assert!(matches!(read_all(&bad_ext, 65536), Err(HelloError::Malformed(_))));
         let zero_len = [0x16, 3, 1, 0, 0];
         assert!(matches!(read_all(&zero_len, 65536), Err(HelloError::Malformed(_))));
+    }
+
+    fn sni_extension(name: &str) -> Vec<u8> {
+        let mut list = vec![0u8];
+        list.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        list.extend_from_slice(name.as_bytes());
+        let mut ext = Vec::new();
+        push_ext(&mut ext, 0, &[&(list.len() as u16).to_be_bytes()[..], &list].concat());
+        ext
+    }
+
+    /// Two server_name extensions could route on one name while the backend
+    /// reads the other: refused, as BoringSSL and OpenSSL refuse them.
+    #[test]
+    fn a_second_server_name_extension_is_refused() {
+        let ext = [sni_extension("a.example.com"), sni_extension("b.example.com")].concat();
+        assert_eq!(
+            read_all(&with_extensions(&ext), 65536),
+            Err(HelloError::Malformed("server_name sent twice"))
+        );
+    }
+
+    /// Extensions the router does not read are checked for framing only: a
+    /// supported_groups list whose inner length is wrong is the backend's
+    /// to judge (Envoy's inspector passes it on too); a frame that runs
+    /// past the block is not.
+    #[test]
+    fn other_extensions_are_checked_for_framing_only() {
+        let mut ext = sni_extension("a.example.com");
+        push_ext(&mut ext, 10, &[0xff, 0xff, 0, 29]);
+        let (h, _) = read_all(&with_extensions(&ext), 65536).unwrap().unwrap();
+        assert_eq!(h.sni.as_deref(), Some("a.example.com"));
+
+        let mut truncated = sni_extension("a.example.com");
+        truncated.extend_from_slice(&[0, 10, 0, 9, 0, 2]); // says 9 bytes, has 2
+        assert_eq!(
+            read_all(&with_extensions(&truncated), 65536),
+            Err(HelloError::Malformed("an extension does not parse"))
+        );
     }
 }
