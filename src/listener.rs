@@ -241,21 +241,18 @@ fn finish(shared: &Shared, port: &Port, outcome: Outcome, ending: Ending, traffi
     if let Some(t) = outcome.hello_time {
         port.hello.observe(t.as_secs_f64());
     }
-    if let Some(t) = outcome.connect_time {
-        metrics
-            .connect_seconds
-            .with_label_values(&[listener, route])
-            .observe(t.as_secs_f64());
+    let stats = outcome.target.as_ref().map(|t| t.stats(metrics));
+    if let (Some(t), Some(stats)) = (outcome.connect_time, stats) {
+        stats.connect_seconds.observe(t.as_secs_f64());
     }
     match &ending {
         Ending::Forwarded(end) => {
-            metrics.routed.with_label_values(&[listener, route]).inc();
-            metrics.ended.with_label_values(&[listener, route, end.label()]).inc();
-            if let Some((_, elapsed)) = traffic {
-                metrics
-                    .duration_seconds
-                    .with_label_values(&[listener, route])
-                    .observe(elapsed.as_secs_f64());
+            if let Some(stats) = stats {
+                stats.routed.inc();
+                stats.ended(end).inc();
+                if let Some((_, elapsed)) = traffic {
+                    stats.duration_seconds.observe(elapsed.as_secs_f64());
+                }
             }
         }
         Ending::CancelForwarded => metrics.pg_cancels_forwarded.with_label_values(&[listener]).inc(),
@@ -272,6 +269,20 @@ fn finish(shared: &Shared, port: &Port, outcome: Outcome, ending: Ending, traffi
 
 /// One event per connection with everything an operator asks about it.
 fn access_log(outcome: &Outcome, ending: &Ending, port: u16, stats: crate::forward::Stats, elapsed: Duration) {
+    let (end, warn) = match ending {
+        Ending::Forwarded(end) => (end.label(), matches!(end, End::BackendError(_))),
+        Ending::CancelForwarded => ("pg_cancel_forwarded", false),
+        Ending::Rejected(r) => (r.reason(), r.fault() == Fault::Backend),
+    };
+    // Nothing below is built for a level that is off (a load test's `warn`).
+    let enabled = if warn {
+        tracing::enabled!(target: "sni_router::access", tracing::Level::WARN)
+    } else {
+        tracing::enabled!(target: "sni_router::access", tracing::Level::INFO)
+    };
+    if !enabled {
+        return;
+    }
     let route = outcome.target.as_ref().map(|t| t.route.name.as_str()).unwrap_or("-");
     let backend = outcome.backend.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
     let sni = outcome.sni.as_deref().unwrap_or("-");
@@ -281,18 +292,11 @@ fn access_log(outcome: &Outcome, ending: &Ending, port: u16, stats: crate::forwa
         Some(crate::sniff::Negotiation::PgSslRequest) => "pg-sslrequest",
         None => "-",
     };
-    let (end, detail, warn) = match ending {
-        Ending::Forwarded(end) => {
-            let (detail, warn) = match end {
-                End::Closed => (String::new(), false),
-                End::IdleTimeout(d) => (format!("idle for {d:?}"), false),
-                End::ClientError(e) => (e.to_string(), false),
-                End::BackendError(e) => (e.to_string(), true),
-            };
-            (end.label(), detail, warn)
-        }
-        Ending::CancelForwarded => ("pg_cancel_forwarded", String::new(), false),
-        Ending::Rejected(r) => (r.reason(), r.to_string(), r.fault() == Fault::Backend),
+    let detail = match ending {
+        Ending::Forwarded(End::Closed) | Ending::CancelForwarded => String::new(),
+        Ending::Forwarded(End::IdleTimeout(d)) => format!("idle for {d:?}"),
+        Ending::Forwarded(End::ClientError(e) | End::BackendError(e)) => e.to_string(),
+        Ending::Rejected(r) => r.to_string(),
     };
     macro_rules! event {
         ($level:expr) => {

@@ -198,19 +198,30 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    /// Byte counters of one route on one listener, resolved once per connection.
-    pub fn byte_counters(&self, listener: &str, route: &str) -> (IntCounter, IntCounter) {
+    /// The handles a routed connection counts into, for one route on one
+    /// listener. Resolved once per route and route table (see
+    /// `Target::stats`): a label lookup hashes and locks, six per
+    /// connection were measurable in the connection-rate bench.
+    pub fn route_stats(&self, listener: &str, route: &str) -> RouteStats {
         let [up, down] = label::DIRECTIONS;
-        (
-            self.bytes.with_label_values(&[listener, route, up]),
-            self.bytes.with_label_values(&[listener, route, down]),
-        )
+        RouteStats {
+            routed: self.routed.with_label_values(&[listener, route]),
+            connect_seconds: self.connect_seconds.with_label_values(&[listener, route]),
+            duration_seconds: self.duration_seconds.with_label_values(&[listener, route]),
+            bytes: (
+                self.bytes.with_label_values(&[listener, route, up]),
+                self.bytes.with_label_values(&[listener, route, down]),
+            ),
+            ended_vec: self.ended.clone(),
+            ended: Default::default(),
+            labels: [listener.into(), route.into()],
+        }
     }
 
     /// Drop every series of a route a reload removed, so a router whose
-    /// routes churn does not export every route it ever had. A connection
-    /// still open on the route brings some back when it ends; the next
-    /// reload that finds the route gone drops them again.
+    /// routes churn does not export every route it ever had. Connections
+    /// still open on the route count on into their route's `RouteStats`,
+    /// which are no longer exported.
     pub fn forget_route(&self, listener: &str, route: &str) {
         let _ = self.routed.remove_label_values(&[listener, route]);
         let _ = self.connect_failures.remove_label_values(&[listener, route]);
@@ -227,6 +238,34 @@ impl Metrics {
     /// The ClientHello histogram of one listener.
     pub fn hello(&self, listener: &str) -> Histogram {
         self.hello_seconds.with_label_values(&[listener])
+    }
+}
+
+/// One route's series on one listener, as a routed connection uses them.
+#[derive(Clone)]
+pub struct RouteStats {
+    /// `connections_routed_total`.
+    pub routed: IntCounter,
+    /// `backend_connect_seconds`.
+    pub connect_seconds: Histogram,
+    /// `connection_duration_seconds`.
+    pub duration_seconds: Histogram,
+    /// `bytes_total`, (upstream, downstream).
+    pub bytes: (IntCounter, IntCounter),
+    // `connections_ended_total` by `End::LABELS`, each resolved when first
+    // needed: a series appears only once a connection ended that way.
+    ended_vec: IntCounterVec,
+    ended: [std::sync::OnceLock<IntCounter>; crate::forward::End::LABELS.len()],
+    labels: [String; 2],
+}
+
+impl RouteStats {
+    /// `connections_ended_total` for `end` (one of `End::LABELS`).
+    pub fn ended(&self, end: &crate::forward::End) -> &IntCounter {
+        self.ended[end.index()].get_or_init(|| {
+            let [listener, route] = &self.labels;
+            self.ended_vec.with_label_values(&[listener, route, end.label()])
+        })
     }
 }
 
@@ -268,7 +307,7 @@ mod tests {
         let m = Metrics::new();
         m.accepted.with_label_values(&["5432"]).inc();
         m.rejected.with_label_values(&["5432", "unknown_sni"]).inc_by(2);
-        let (up, _) = m.byte_counters("5432", "db");
+        let (up, _) = m.route_stats("5432", "db").bytes;
         up.inc_by(42);
         let text = m.render();
         assert!(

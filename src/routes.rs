@@ -5,9 +5,10 @@
 //! wildcards, longest suffix first. No I/O here.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::config::{Config, Route, Service, SniPattern, TcpKeepalive};
+use crate::metrics::{Metrics, RouteStats};
 
 /// Default Kubernetes cluster domain for `<svc>.<ns>.svc.<domain>`.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
@@ -23,7 +24,7 @@ pub struct Backends {
 }
 
 /// A route ready to serve: the config route plus where its backend is.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Target {
     /// The route as configured.
     pub route: Route,
@@ -31,6 +32,46 @@ pub struct Target {
     pub endpoints: Vec<String>,
     /// True when `endpoints` came from a `--backend` override.
     pub overridden: bool,
+    /// The route's metric handles, resolved on its first connection.
+    stats: OnceLock<RouteStats>,
+}
+
+impl Target {
+    /// A target with no metric handles resolved yet.
+    pub fn new(route: Route, endpoints: Vec<String>, overridden: bool) -> Self {
+        Self {
+            route,
+            endpoints,
+            overridden,
+            stats: OnceLock::new(),
+        }
+    }
+
+    /// This route's series in `metrics`, looked up once per route table
+    /// rather than per connection. A table serves one router, so one
+    /// `Metrics`: the first one asked is the one kept.
+    pub fn stats(&self, metrics: &Metrics) -> &RouteStats {
+        self.stats.get_or_init(|| {
+            let listener = self.route.gateway_port.to_string();
+            metrics.route_stats(&listener, &self.route.name)
+        })
+    }
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("route", &self.route)
+            .field("endpoints", &self.endpoints)
+            .field("overridden", &self.overridden)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Target {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.route, &self.endpoints, self.overridden) == (&other.route, &other.endpoints, other.overridden)
+    }
 }
 
 /// Routes of one gateway port.
@@ -80,11 +121,7 @@ impl RouteTable {
         let mut ports: BTreeMap<u16, PortRoutes> = BTreeMap::new();
         for route in &config.routes {
             let (endpoints, overridden) = backends.endpoints(&route.service);
-            let target = Arc::new(Target {
-                route: route.clone(),
-                endpoints,
-                overridden,
-            });
+            let target = Arc::new(Target::new(route.clone(), endpoints, overridden));
             let port = ports.entry(route.gateway_port).or_default();
             match &route.sni {
                 SniPattern::Exact(name) => port.exact.insert(name.clone(), target.clone()),

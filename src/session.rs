@@ -351,7 +351,7 @@ async fn route_and_connect(
         .ok_or_else(|| Reject::UnknownSni(sni.to_string()))?
         .clone();
     outcome.target = Some(target.clone());
-    counters.attach(ctx.metrics.byte_counters(&port.to_string(), &target.route.name));
+    counters.attach(target.stats(&ctx.metrics).bytes.clone());
 
     let connecting = tokio::time::Instant::now();
     let (mut backend, addr) = upstream::connect(&target.endpoints, limits.connect_timeout).await?;

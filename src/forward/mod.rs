@@ -80,11 +80,16 @@ impl End {
 
     /// The `end` value in the access log and `sni_router_connections_ended_total`.
     pub fn label(&self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
+
+    /// Where `label` is in `LABELS`.
+    pub fn index(&self) -> usize {
         match self {
-            End::Closed => "closed",
-            End::IdleTimeout(_) => "idle_timeout",
-            End::ClientError(_) => "client_error",
-            End::BackendError(_) => "backend_error",
+            End::Closed => 0,
+            End::IdleTimeout(_) => 1,
+            End::ClientError(_) => 2,
+            End::BackendError(_) => 3,
         }
     }
 }
