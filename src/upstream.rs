@@ -44,6 +44,17 @@ pub struct ConnectError {
 pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let mut attempts = Vec::new();
     for endpoint in endpoints {
+        // An address literal (the usual `--backend` override) needs no
+        // resolver round, timer or address list.
+        if let Ok(addr) = endpoint.parse::<SocketAddr>() {
+            match attempt(addr, timeout).await {
+                Ok(stream) => return Ok((stream, addr)),
+                Err(failed) => {
+                    attempts.push(failed);
+                    continue;
+                }
+            }
+        }
         let addrs: Vec<SocketAddr> =
             match tokio::time::timeout(timeout, tokio::net::lookup_host(endpoint.as_str())).await {
                 Ok(Ok(addrs)) => addrs.collect(),
@@ -70,24 +81,30 @@ pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<(TcpStre
             });
         }
         for addr in addrs {
-            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => {
-                    // Small writes (handshake flights, ping-pong) must not wait for Nagle.
-                    let _ = stream.set_nodelay(true);
-                    return Ok((stream, addr));
-                }
-                Ok(Err(e)) => attempts.push(Attempt {
-                    target: addr.to_string(),
-                    error: AttemptError::Connect(e),
-                }),
-                Err(_) => attempts.push(Attempt {
-                    target: addr.to_string(),
-                    error: AttemptError::Timeout(timeout),
-                }),
+            match attempt(addr, timeout).await {
+                Ok(stream) => return Ok((stream, addr)),
+                Err(failed) => attempts.push(failed),
             }
         }
     }
     Err(ConnectError { attempts })
+}
+
+/// One TCP connect under the timeout.
+async fn attempt(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Attempt> {
+    let error = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => {
+            // Small writes (handshake flights, ping-pong) must not wait for Nagle.
+            let _ = stream.set_nodelay(true);
+            return Ok(stream);
+        }
+        Ok(Err(e)) => AttemptError::Connect(e),
+        Err(_) => AttemptError::Timeout(timeout),
+    };
+    Err(Attempt {
+        target: addr.to_string(),
+        error,
+    })
 }
 
 struct Summary<'a>(&'a [Attempt]);
