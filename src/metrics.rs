@@ -220,8 +220,9 @@ impl Metrics {
 
     /// Drop every series of a route a reload removed, so a router whose
     /// routes churn does not export every route it ever had. Connections
-    /// still open on the route count on into their route's `RouteStats`,
-    /// which are no longer exported.
+    /// still open on the route count on into the handles their `RouteStats`
+    /// already holds, which are no longer exported; an `ended` series such a
+    /// connection needs first comes back until the next reload drops it.
     pub fn forget_route(&self, listener: &str, route: &str) {
         let _ = self.routed.remove_label_values(&[listener, route]);
         let _ = self.connect_failures.remove_label_values(&[listener, route]);
