@@ -16,7 +16,8 @@
 //!   the loader accepting a file that large.
 //! * `config_load/*`: `config::load` of a values file with 10 000 and 100 000
 //!   routes (issue 7's target: 100 000 in under 1 s), and `RouteTable::new`
-//!   from the loaded config. A file the loader refuses is reported (printed)
+//!   from the loaded config, and `check::check` (every rule of
+//!   `sni-router check`). A file the loader refuses is reported (printed)
 //!   and skipped.
 //!
 //! Run: `cargo bench --bench micro` (add a filter, e.g. `-- lookup`).
@@ -140,6 +141,11 @@ fn config_benches(c: &mut Criterion) {
         let backends = backends();
         group.bench_with_input(BenchmarkId::new("route_table", n), &config, |b, config| {
             b.iter(|| RouteTable::new(black_box(config), &backends))
+        });
+        // `sni-router check`: the load plus every chart rule (pairs of routes
+        // are found through an index, not compared one by one).
+        group.bench_with_input(BenchmarkId::new("check", n), &text, |b, text| {
+            b.iter(|| sni_router::check::check(black_box(text), Path::new("bench.yaml")))
         });
     }
     group.finish();
