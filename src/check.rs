@@ -177,8 +177,9 @@ fn rules(values: &Values, chart: &Chart, out: &mut Vec<Problem>) {
     duplicate_listeners(chart, out);
     listener_conflicts(chart, out);
     duplicate_objects(chart, out);
-    cross_port_attachment(chart, out);
-    wildcard_overlap(chart, out);
+    let index = PatternIndex::new(chart);
+    cross_port_attachment(chart, &index, out);
+    wildcard_overlap(chart, &index, out);
     namespace_admission(chart, out);
     keepalive_per_port(values, chart, out);
 }
@@ -418,10 +419,7 @@ fn listener_conflicts(chart: &Chart, out: &mut Vec<Problem>) {
     for (i, l) in chart.listeners.iter().enumerate() {
         let earlier_ones = same.get(&keys[i]).into_iter().flatten().take_while(|&&e| e < i);
         for earlier in earlier_ones.map(|&e| &chart.listeners[e]) {
-            if earlier.port != l.port
-                || !earlier.hostname.value.eq_ignore_ascii_case(&l.hostname.value)
-                || (earlier.protocol == Protocol::Tls && l.protocol == Protocol::Tls)
-            {
+            if earlier.protocol == Protocol::Tls && l.protocol == Protocol::Tls {
                 continue;
             }
             let why = if earlier.protocol == l.protocol {
@@ -518,130 +516,125 @@ fn duplicate_objects(chart: &Chart, out: &mut Vec<Problem>) {
 
 /// A TLSRoute without `sectionName` attaches to every TLS listener whose
 /// host name intersects its own, on any port.
-fn cross_port_attachment(chart: &Chart, out: &mut Vec<Problem>) {
+fn cross_port_attachment(chart: &Chart, index: &PatternIndex, out: &mut Vec<Problem>) {
     let gateway_ns = chart.gateway.as_ref().and_then(|g| g.namespace.as_deref());
-    let index = PatternIndex::new(chart);
-    // Pairs (i < j) whose names may intersect, in the order of a
-    // nested loop over j then i, without visiting every pair.
+    // Pairs (j > i) whose names may intersect, sorted as a nested loop over
+    // j then i would visit them, without visiting every pair.
     let mut pairs: Vec<(usize, usize)> = (0..chart.tls_routes.len())
-        .flat_map(|j| index.may_intersect(j).map(move |i| (j.min(i), j.max(i))))
-        .filter(|(i, j)| i != j)
-        .map(|(i, j)| (j, i))
+        .flat_map(|j| index.may_intersect(j).map(move |i| (j.max(i), j.min(i))))
+        .filter(|(j, i)| j != i)
         .collect();
     pairs.sort_unstable();
     pairs.dedup();
     for (j, i) in pairs {
         let (s, r) = (&chart.tls_routes[j], &chart.tls_routes[i]);
-        {
-            let (Some(pr), Some(ps)) = (&index.patterns[i], &index.patterns[j]) else {
-                continue;
-            };
-            let (lr, ls) = (&chart.listeners[r.listener], &chart.listeners[s.listener]);
-            if lr.port == ls.port {
-                continue;
+        let (Some(pr), Some(ps)) = (&index.patterns[i], &index.patterns[j]) else {
+            continue;
+        };
+        let (lr, ls) = (&chart.listeners[r.listener], &chart.listeners[s.listener]);
+        if lr.port == ls.port {
+            continue;
+        }
+        let Some(common) = intersection(pr, ps) else { continue };
+        // Which route attaches where: r to s's listener, s to r's listener.
+        let mut directions = Vec::new();
+        for (route, own, other) in [(r, lr, ls), (s, ls, lr)] {
+            match admits(other, &route.namespace, gateway_ns) {
+                Admits::No => {}
+                how => directions.push((route, own, other, how)),
             }
-            let Some(common) = intersection(pr, ps) else { continue };
-            // Which route attaches where: r to s's listener, s to r's listener.
-            let mut directions = Vec::new();
-            for (route, own, other) in [(r, lr, ls), (s, ls, lr)] {
-                match admits(other, &route.namespace, gateway_ns) {
-                    Admits::No => {}
-                    how => directions.push((route, own, other, how)),
-                }
-            }
-            if directions.is_empty() {
-                continue;
-            }
-            let same_backend =
-                r.namespace == s.namespace && r.service_name == s.service_name && r.service_port == s.service_port;
-            let mut message = if pr == ps {
+        }
+        if directions.is_empty() {
+            continue;
+        }
+        let same_backend =
+            r.namespace == s.namespace && r.service_name == s.service_name && r.service_port == s.service_port;
+        let mut message = if pr == ps {
+            format!(
+                "fqdn {} is also routed on port {} by {} (line {}, TLSRoute {}/{}). ",
+                s.hostname,
+                lr.port,
+                r.item.path(),
+                lr.hostname.at.line,
+                r.namespace,
+                r.name
+            )
+        } else {
+            format!(
+                "{} (port {}) and {} (port {}, {} line {}) both match {common}. ",
+                s.hostname,
+                ls.port,
+                r.hostname,
+                lr.port,
+                r.item.path(),
+                lr.hostname.at.line
+            )
+        };
+        message.push_str(
+            "TLSRoutes carry no sectionName, so a TLSRoute attaches to every TLS listener whose host name \
+             intersects its own: ",
+        );
+        let parts: Vec<String> = directions
+            .iter()
+            .map(|(route, own, other, how)| {
                 format!(
-                    "fqdn {} is also routed on port {} by {} (line {}, TLSRoute {}/{}). ",
-                    s.hostname,
-                    lr.port,
-                    r.item.path(),
-                    lr.hostname.at.line,
-                    r.namespace,
-                    r.name
+                    "TLSRoute {}/{} (port {}) also attaches to listener {:?} on port {}{}",
+                    route.namespace,
+                    route.name,
+                    own.port,
+                    other.name,
+                    other.port,
+                    if *how == Admits::IfSelected {
+                        " if its namespace matches the listener's selector"
+                    } else {
+                        ""
+                    }
                 )
-            } else {
-                format!(
-                    "{} (port {}) and {} (port {}, {} line {}) both match {common}. ",
-                    s.hostname,
-                    ls.port,
-                    r.hostname,
-                    lr.port,
-                    r.item.path(),
-                    lr.hostname.at.line
-                )
-            };
-            message.push_str(
-                "TLSRoutes carry no sectionName, so a TLSRoute attaches to every TLS listener whose host name \
-                 intersects its own: ",
-            );
-            let parts: Vec<String> = directions
-                .iter()
-                .map(|(route, own, other, how)| {
-                    format!(
-                        "TLSRoute {}/{} (port {}) also attaches to listener {:?} on port {}{}",
-                        route.namespace,
-                        route.name,
-                        own.port,
-                        other.name,
-                        other.port,
-                        if *how == Admits::IfSelected {
-                            " if its namespace matches the listener's selector"
-                        } else {
-                            ""
-                        }
-                    )
-                })
-                .collect();
-            message.push_str(&parts.join(", and "));
-            if same_backend {
-                message.push_str(&format!(
-                    ". Both send {common} to {}:{} in {}, so traffic still arrives, but Envoy Gateway reports two \
-                     routes for one name; sni-router run routes per port. Give each port its own host name to keep \
-                     the routes apart",
-                    r.service_name.as_deref().unwrap_or(""),
-                    r.service_port.unwrap_or(0),
-                    r.namespace
-                ));
-            } else {
-                message.push_str(&format!(
-                    ". Envoy Gateway then has two routes for {common} on one port and may send that port's \
-                     connections to the other route's backend ({}:{} in {} or {}:{} in {}); sni-router run routes \
-                     per port. Use a host name per port that no other route's fqdn covers",
-                    r.service_name.as_deref().unwrap_or(""),
-                    r.service_port.unwrap_or(0),
-                    r.namespace,
-                    s.service_name.as_deref().unwrap_or(""),
-                    s.service_port.unwrap_or(0),
-                    s.namespace
-                ));
-            }
-            out.push(Problem::new(
-                if same_backend {
-                    Severity::Warning
-                } else {
-                    Severity::Error
-                },
-                ls.hostname.at,
-                s.item.field("fqdn"),
-                "cross-port-attachment",
-                message,
+            })
+            .collect();
+        message.push_str(&parts.join(", and "));
+        if same_backend {
+            message.push_str(&format!(
+                ". Both send {common} to {}:{} in {}, so traffic still arrives, but Envoy Gateway reports two \
+                 routes for one name; sni-router run routes per port. Give each port its own host name to keep \
+                 the routes apart",
+                r.service_name.as_deref().unwrap_or(""),
+                r.service_port.unwrap_or(0),
+                r.namespace
+            ));
+        } else {
+            message.push_str(&format!(
+                ". Envoy Gateway then has two routes for {common} on one port and may send that port's \
+                 connections to the other route's backend ({}:{} in {} or {}:{} in {}); sni-router run routes \
+                 per port. Use a host name per port that no other route's fqdn covers",
+                r.service_name.as_deref().unwrap_or(""),
+                r.service_port.unwrap_or(0),
+                r.namespace,
+                s.service_name.as_deref().unwrap_or(""),
+                s.service_port.unwrap_or(0),
+                s.namespace
             ));
         }
+        out.push(Problem::new(
+            if same_backend {
+                Severity::Warning
+            } else {
+                Severity::Error
+            },
+            ls.hostname.at,
+            s.item.field("fqdn"),
+            "cross-port-attachment",
+            message,
+        ));
     }
 }
 
 /// Wildcards that cover other routes on the same port.
-fn wildcard_overlap(chart: &Chart, out: &mut Vec<Problem>) {
-    let index = PatternIndex::new(chart);
-    // covered[i]: the routes wildcard i covers, in file order. A route is
+fn wildcard_overlap(chart: &Chart, index: &PatternIndex, out: &mut Vec<Problem>) {
+    // covered_by[i]: the routes wildcard i covers, in file order. A route is
     // covered by the wildcards whose suffix is a proper ancestor of its name
     // (an exact name, or a narrower wildcard's suffix: longest suffix wins).
-    let mut covered_by: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut covered_by: Vec<Vec<usize>> = vec![Vec::new(); chart.tls_routes.len()];
     for (j, other) in chart.tls_routes.iter().enumerate() {
         let name = match &index.patterns[j] {
             Some(SniPattern::Exact(name) | SniPattern::Wildcard(name)) => name,
@@ -651,7 +644,7 @@ fn wildcard_overlap(chart: &Chart, out: &mut Vec<Problem>) {
         for ancestor in proper_ancestors(name) {
             for &i in index.wild.get(ancestor).into_iter().flatten() {
                 if i != j && chart.listeners[chart.tls_routes[i].listener].port == port {
-                    covered_by.entry(i).or_default().push(j);
+                    covered_by[i].push(j);
                 }
             }
         }
@@ -661,10 +654,8 @@ fn wildcard_overlap(chart: &Chart, out: &mut Vec<Problem>) {
             continue;
         };
         let port = chart.listeners[w.listener].port;
-        let covered: Vec<String> = covered_by
-            .get(&i)
-            .into_iter()
-            .flatten()
+        let covered: Vec<String> = covered_by[i]
+            .iter()
             .map(|&j| {
                 let other = &chart.tls_routes[j];
                 format!(

@@ -30,11 +30,14 @@ struct PerSource {
     pending: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// Held while a connection sends its ClientHello. Boxed: a connection's
-/// task keeps it for its whole life (empty once the hello is in), so it
-/// costs one pointer there; nothing is allocated when both caps are off.
+/// Held while a connection sends its ClientHello; dropping it gives the
+/// slots back. Boxed: a connection's task keeps room for it for its whole
+/// life, so it costs one pointer there; nothing is allocated when both caps
+/// are off.
 #[derive(Debug)]
-pub struct HelloPermit(Option<Box<Slots>>);
+pub struct HelloPermit {
+    _slots: Option<Box<Slots>>,
+}
 
 /// The slots a permit holds.
 #[derive(Debug)]
@@ -62,7 +65,7 @@ impl PendingHellos {
     /// shared cap is full too.
     pub fn admit(&self, source: IpAddr) -> Result<HelloPermit, Reject> {
         if self.per_source.is_none() && self.all.is_none() {
-            return Ok(HelloPermit(None));
+            return Ok(HelloPermit { _slots: None });
         }
         let mut permit = Slots {
             _all: None,
@@ -86,15 +89,9 @@ impl PendingHellos {
                     .map_err(|_| Reject::HelloLimit(*max))?,
             );
         }
-        Ok(HelloPermit(Some(Box::new(permit))))
-    }
-}
-
-impl HelloPermit {
-    /// The hello is in: give both slots back now. The permit stays, empty,
-    /// so the connection's task needs no second place to keep it.
-    pub fn release(&mut self) {
-        self.0 = None;
+        Ok(HelloPermit {
+            _slots: Some(Box::new(permit)),
+        })
     }
 }
 

@@ -291,7 +291,7 @@ async fn route_and_connect(
     conn: Conn,
     table: Arc<RouteTable>,
     ctx: &Context,
-    mut hello_permit: HelloPermit,
+    hello_permit: HelloPermit,
     counters: &Counters,
     outcome: &mut Outcome,
 ) -> Result<Routed, Reject> {
@@ -318,7 +318,7 @@ async fn route_and_connect(
         Err(_) => return Err(Reject::HelloTimeout(limits.hello_timeout)),
         Ok(result) => result.map_err(Reject::from)?,
     };
-    hello_permit.release();
+    drop(hello_permit);
     outcome.hello_time = Some(started.elapsed());
     let hello = match sniffed {
         Sniffed::Tls(hello) => hello,

@@ -46,18 +46,13 @@ pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<(TcpStre
     for endpoint in endpoints {
         // An address literal (the usual `--backend` override) needs no
         // resolver round, timer or address list.
-        if let Ok(addr) = endpoint.parse::<SocketAddr>() {
-            match attempt(addr, timeout).await {
-                Ok(stream) => return Ok((stream, addr)),
-                Err(failed) => {
-                    attempts.push(failed);
-                    continue;
-                }
-            }
-        }
-        let addrs: Vec<SocketAddr> =
-            match tokio::time::timeout(timeout, tokio::net::lookup_host(endpoint.as_str())).await {
-                Ok(Ok(addrs)) => addrs.collect(),
+        let (literal, resolved);
+        let addrs: &[SocketAddr] = if let Ok(addr) = endpoint.parse::<SocketAddr>() {
+            literal = [addr];
+            &literal
+        } else {
+            resolved = match tokio::time::timeout(timeout, tokio::net::lookup_host(endpoint.as_str())).await {
+                Ok(Ok(addrs)) => addrs.collect::<Vec<SocketAddr>>(),
                 Ok(Err(e)) => {
                     attempts.push(Attempt {
                         target: endpoint.clone(),
@@ -73,6 +68,8 @@ pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<(TcpStre
                     continue;
                 }
             };
+            &resolved
+        };
         if addrs.is_empty() {
             let e = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
             attempts.push(Attempt {
@@ -80,7 +77,7 @@ pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<(TcpStre
                 error: AttemptError::Resolve(e),
             });
         }
-        for addr in addrs {
+        for &addr in addrs {
             match attempt(addr, timeout).await {
                 Ok(stream) => return Ok((stream, addr)),
                 Err(failed) => attempts.push(failed),

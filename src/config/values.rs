@@ -429,7 +429,7 @@ impl Reader<'_> {
         for (k, v) in entries {
             let field = format!("{path}.{}", k.name);
             if let Some(s) = self.string(v, &field) {
-                out.insert(k.name.clone().into_owned(), s.value);
+                out.insert(k.name.to_string(), s.value);
             }
         }
         Some(out)
