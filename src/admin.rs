@@ -150,6 +150,8 @@ pub async fn config_dump(router: &Router) -> Value {
             "max_hello_bytes": limits.max_hello,
             "connect_timeout_seconds": limits.connect_timeout.as_secs_f64(),
             "idle_timeout_seconds": limits.idle_timeout.as_secs_f64(),
+            "zero_copy": limits.zero_copy,
+            "socket_buffers": limits.socket_buffers.to_string(),
             "max_connections": options.max_connections,
             "max_pending_hellos": options.max_pending_hellos,
             "max_pending_hellos_per_source": options.max_pending_hellos_per_source,

@@ -14,6 +14,7 @@ use crate::render::gateway_api::TlsRouteVersion;
 use crate::router::Options;
 use crate::routes::{Backends, DEFAULT_CLUSTER_DOMAIN};
 use crate::session::Limits;
+use crate::sockbuf::SocketBuffers;
 
 /// TLS passthrough SNI router for Envoy Gateway `envoy-configs` values files.
 #[derive(Debug, Parser)]
@@ -302,6 +303,10 @@ pub struct ServeArgs {
     /// Forward with read/write only (on Linux bulk transfers switch to splice(2) by default).
     #[arg(long, env = "SNI_ROUTER_NO_SPLICE")]
     pub no_splice: bool,
+    /// Kernel socket buffers (SO_RCVBUF/SO_SNDBUF): `auto` fixes 256K for peers on loopback and leaves
+    /// others to the kernel's autotuning, `kernel` leaves all to it, a size (e.g. 512K) fixes every socket.
+    #[arg(long, env = "SNI_ROUTER_SOCKET_BUFFER", default_value = "auto")]
+    pub socket_buffer: SocketBuffers,
 }
 
 impl ServeArgs {
@@ -324,6 +329,7 @@ impl ServeArgs {
                 connect_timeout: self.connect_timeout,
                 idle_timeout: self.idle_timeout,
                 zero_copy: !self.no_splice,
+                socket_buffers: self.socket_buffer,
             },
             max_connections: self.max_connections,
             max_pending_hellos: self.max_pending_hellos,
@@ -438,6 +444,28 @@ mod tests {
         assert_eq!(cidr_entry("192.0.2.7").unwrap().1, "192.0.2.7/32".parse().unwrap());
         assert!(cidr_entry("10.0.0.0/33").is_err());
         assert_eq!(admin_addr("off").unwrap(), AdminAddr::Off);
+    }
+
+    #[test]
+    fn socket_buffer_flag_reaches_the_limits() {
+        let run = |extra: &[&str]| {
+            let args = ["sni-router", "run", "--config", "values.yaml"].iter().chain(extra);
+            Cli::try_parse_from(args).map(|cli| match cli.command {
+                Command::Run(run) => run.serve.options("0.0.0.0".parse().unwrap()).limits.socket_buffers,
+                _ => unreachable!("parsed as run"),
+            })
+        };
+        assert_eq!(run(&[]).unwrap(), SocketBuffers::Auto);
+        assert_eq!(run(&["--socket-buffer", "kernel"]).unwrap(), SocketBuffers::Kernel);
+        assert_eq!(
+            run(&["--socket-buffer", "512K"]).unwrap(),
+            SocketBuffers::Fixed(512 * 1024)
+        );
+        let err = run(&["--socket-buffer", "lots"]).unwrap_err().to_string();
+        assert!(
+            err.contains("--socket-buffer") && err.contains("expected auto, kernel"),
+            "{err}"
+        );
     }
 
     #[test]

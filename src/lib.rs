@@ -44,4 +44,5 @@ pub mod router;
 pub mod routes;
 pub mod session;
 pub mod sniff;
+pub mod sockbuf;
 pub mod upstream;

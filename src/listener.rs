@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +21,7 @@ use crate::forward::{Counters, End};
 use crate::pending::{HelloPermit, PendingHellos};
 use crate::routes::RouteTable;
 use crate::session::{self, Conn, Context, Ending, Fault, Outcome, Reject};
+use crate::sockbuf::SocketBuffers;
 
 /// State every listener and session reads.
 pub struct Shared {
@@ -58,8 +59,9 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-/// Bind the listening socket for gateway port `port` at `addr`.
-pub async fn bind(port: u16, addr: SocketAddr) -> Result<TcpListener, BindError> {
+/// Bind the listening socket for gateway port `port` at `addr`; accepted
+/// sockets inherit its buffer sizes when `buffers` fixes them for `addr`.
+pub async fn bind(port: u16, addr: SocketAddr, buffers: SocketBuffers) -> Result<TcpListener, BindError> {
     let fail = |source| BindError { port, addr, source };
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
@@ -73,13 +75,26 @@ pub async fn bind(port: u16, addr: SocketAddr) -> Result<TcpListener, BindError>
     }
     // Accepted sockets inherit it on Linux: one setsockopt per listener, not per connection.
     socket.set_nodelay(true).map_err(fail)?;
+    // A loopback listener only ever has peers on this host.
+    buffers.apply(&socket, addr.ip()).map_err(fail)?;
     socket.bind(addr).map_err(fail)?;
     socket.listen(1024).map_err(fail)
 }
 
+/// Whether sockets accepted on a listener bound to `local` need their
+/// buffers sized one by one: a listener whose buffers `bind` sized passes
+/// them on to what it accepts; behind any other (a wildcard address, say)
+/// each peer is looked at in turn.
+fn sized_one_by_one(buffers: SocketBuffers, local: Option<IpAddr>) -> bool {
+    let inherited = local.is_some_and(|ip| buffers.size_for(ip).is_some());
+    !inherited && buffers != SocketBuffers::Kernel
+}
+
 /// Accept on `listener` until `stop` turns true; the socket closes on return.
 pub async fn serve(listener: TcpListener, number: u16, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let port = Arc::new(Port::new(number, &shared.ctx.metrics));
+    let local = listener.local_addr().ok().map(|addr| addr.ip());
+    let size_accepted = sized_one_by_one(shared.ctx.limits.socket_buffers, local);
+    let port = Arc::new(Port::new(number, size_accepted, &shared.ctx.metrics));
     let accepted_total = shared.ctx.metrics.accepted.with_label_values(&[&port.label]);
     loop {
         let accepted = tokio::select! {
@@ -129,6 +144,9 @@ fn connection(
         // Linux copies TCP_NODELAY from the listening socket (see `bind`).
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
+        if port.size_accepted {
+            let _ = open.0.ctx.limits.socket_buffers.apply(&stream, conn.peer.ip());
+        }
         let table = open.0.table.load_full();
         if let Some(keepalive) = table.keepalive(port.number) {
             set_keepalive(&stream, keepalive);
@@ -330,6 +348,8 @@ fn access_log(outcome: &Outcome, ending: &Ending, port: u16, stats: crate::forwa
 /// listener instead of once per connection.
 struct Port {
     number: u16,
+    /// Size accepted sockets' buffers one by one (they did not inherit them).
+    size_accepted: bool,
     label: String,
     active: prometheus::IntGauge,
     hello: prometheus::Histogram,
@@ -337,10 +357,11 @@ struct Port {
 }
 
 impl Port {
-    fn new(number: u16, metrics: &crate::metrics::Metrics) -> Self {
+    fn new(number: u16, size_accepted: bool, metrics: &crate::metrics::Metrics) -> Self {
         let label = number.to_string();
         Self {
             number,
+            size_accepted,
             active: metrics.active.with_label_values(&[&label]),
             hello: metrics.hello(&label),
             // Created now, so it is exported as 0 and an alert on any increase works.
@@ -427,10 +448,12 @@ mod tests {
             hellos: PendingHellos::new(0, 0),
             open: OpenConnections::default(),
         });
-        let listener = bind(443, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let listener = bind(443, "127.0.0.1:0".parse().unwrap(), SocketBuffers::Auto)
+            .await
+            .unwrap();
         let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
-        let port = Arc::new(Port::new(443, &shared.ctx.metrics));
+        let port = Arc::new(Port::new(443, false, &shared.ctx.metrics));
         let permit = shared.hellos.admit(peer.ip()).unwrap();
         let open = OpenGuard::enter(&shared).unwrap();
         let task = Contained {
@@ -449,12 +472,47 @@ mod tests {
         assert!(size <= bound, "connection task {size} B, more than {bound}");
     }
 
+    #[test]
+    fn accepted_sockets_are_sized_one_by_one_only_behind_unsized_listeners() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let auto = SocketBuffers::Auto;
+        assert!(!sized_one_by_one(auto, ip("127.0.0.1")), "inherited from the listener");
+        assert!(!sized_one_by_one(auto, ip("::1")), "inherited from the listener");
+        assert!(sized_one_by_one(auto, ip("0.0.0.0")), "a loopback peer may come in");
+        assert!(sized_one_by_one(auto, ip("::")));
+        assert!(sized_one_by_one(auto, None));
+        assert!(
+            !sized_one_by_one(SocketBuffers::Fixed(8192), ip("0.0.0.0")),
+            "inherited"
+        );
+        assert!(!sized_one_by_one(SocketBuffers::Kernel, ip("0.0.0.0")));
+        assert!(!sized_one_by_one(SocketBuffers::Kernel, ip("127.0.0.1")));
+    }
+
+    /// A loopback listener sizes its sockets once; what it accepts inherits
+    /// that (Linux reports twice the size set).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_loopback_listener_passes_fixed_buffers_to_accepted_sockets() {
+        let local = 2 * crate::sockbuf::LOCAL_SIZE;
+        for (buffers, fixed) in [(SocketBuffers::Auto, true), (SocketBuffers::Kernel, false)] {
+            let listener = bind(443, "127.0.0.1:0".parse().unwrap(), buffers).await.unwrap();
+            let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            let socket = socket2::SockRef::from(&accepted);
+            let sizes = (socket.recv_buffer_size().unwrap(), socket.send_buffer_size().unwrap());
+            assert_eq!(sizes == (local, local), fixed, "{buffers}: {sizes:?}");
+        }
+    }
+
     /// The router leaves TCP_NODELAY to the listening socket on Linux; a
     /// Nagle delay on a forwarded handshake would cost up to 40 ms per flight.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn accepted_sockets_have_nodelay() {
-        let listener = bind(443, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let listener = bind(443, "127.0.0.1:0".parse().unwrap(), SocketBuffers::Auto)
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = TcpStream::connect(addr).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();

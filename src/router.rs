@@ -296,7 +296,7 @@ async fn bind(options: &Options, port: u16) -> Result<(u16, (SocketAddr, tokio::
         .get(&port)
         .copied()
         .unwrap_or(SocketAddr::new(options.bind, port));
-    let socket = listener::bind(port, addr).await?;
+    let socket = listener::bind(port, addr, options.limits.socket_buffers).await?;
     let local = socket.local_addr().map_err(|source| BindError { port, addr, source })?;
     Ok((port, (local, socket)))
 }

@@ -25,6 +25,7 @@ use crate::pending::HelloPermit;
 use crate::proxy_protocol;
 use crate::routes::{RouteTable, Target};
 use crate::sniff::{self, postgres, Alert, HelloError, Negotiation, SniffError, Sniffed};
+use crate::sockbuf::SocketBuffers;
 use crate::upstream::{self, ConnectError};
 
 /// Default ClientHello timeout (Envoy `listener_filters_timeout`: 15 s).
@@ -45,6 +46,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Forward with `splice(2)` where the OS has it.
     pub zero_copy: bool,
+    /// Kernel buffer sizes for client and backend sockets.
+    pub socket_buffers: SocketBuffers,
 }
 
 impl Default for Limits {
@@ -55,6 +58,7 @@ impl Default for Limits {
             connect_timeout: upstream::DEFAULT_CONNECT_TIMEOUT,
             idle_timeout: forward::DEFAULT_IDLE_TIMEOUT,
             zero_copy: true,
+            socket_buffers: SocketBuffers::Auto,
         }
     }
 }
@@ -354,7 +358,8 @@ async fn route_and_connect(
     counters.attach(target.stats(&ctx.metrics).bytes.clone());
 
     let connecting = tokio::time::Instant::now();
-    let (mut backend, addr) = upstream::connect(&target.endpoints, limits.connect_timeout).await?;
+    let (mut backend, addr) =
+        upstream::connect(&target.endpoints, limits.connect_timeout, limits.socket_buffers).await?;
     outcome.connect_time = Some(connecting.elapsed());
     outcome.backend = Some(addr);
     if ctx.policy.send_proxy_protocol {
@@ -428,7 +433,8 @@ async fn forward_cancel(
         return Err(Reject::PgCancelDropped(routes.len()));
     };
     outcome.target = Some(target.clone());
-    let (mut backend, addr) = upstream::connect(&target.endpoints, limits.connect_timeout).await?;
+    let (mut backend, addr) =
+        upstream::connect(&target.endpoints, limits.connect_timeout, limits.socket_buffers).await?;
     outcome.backend = Some(addr);
     // The server closes after a cancel; a failed write just means the cancel is lost, as it would be direct.
     let _ = backend.write_all(bytes).await;

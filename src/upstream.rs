@@ -6,7 +6,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::sockbuf::{self, SocketBuffers};
 
 /// Default backend connect timeout: Envoy's cluster `connect_timeout` as
 /// Envoy Gateway sets it (10 s).
@@ -40,8 +42,13 @@ pub struct ConnectError {
     pub attempts: Vec<Attempt>,
 }
 
-/// Connect to the first reachable address of `endpoints` (`host:port` each).
-pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<(TcpStream, SocketAddr), ConnectError> {
+/// Connect to the first reachable address of `endpoints` (`host:port` each),
+/// sizing the socket's buffers as `buffers` says for that address.
+pub async fn connect(
+    endpoints: &[String],
+    timeout: Duration,
+    buffers: SocketBuffers,
+) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let mut attempts = Vec::new();
     for endpoint in endpoints {
         // An address literal (the usual `--backend` override) needs no
@@ -78,7 +85,7 @@ pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<(TcpStre
             });
         }
         for &addr in addrs {
-            match attempt(addr, timeout).await {
+            match attempt(addr, timeout, buffers).await {
                 Ok(stream) => return Ok((stream, addr)),
                 Err(failed) => attempts.push(failed),
             }
@@ -88,8 +95,8 @@ pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<(TcpStre
 }
 
 /// One TCP connect under the timeout.
-async fn attempt(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Attempt> {
-    let error = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+async fn attempt(addr: SocketAddr, timeout: Duration, buffers: SocketBuffers) -> Result<TcpStream, Attempt> {
+    let error = match tokio::time::timeout(timeout, open(addr, buffers)).await {
         Ok(Ok(stream)) => {
             // Small writes (handshake flights, ping-pong) must not wait for Nagle.
             let _ = stream.set_nodelay(true);
@@ -102,6 +109,21 @@ async fn attempt(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Attem
         target: addr.to_string(),
         error,
     })
+}
+
+/// A connected socket to `addr`, its buffers sized before the handshake so
+/// the window scale offered fits them.
+async fn open(addr: SocketAddr, buffers: SocketBuffers) -> io::Result<TcpStream> {
+    let Some(size) = buffers.size_for(addr.ip()) else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }?;
+    sockbuf::set(socket2::SockRef::from(&socket), size)?;
+    socket.connect(addr).await
 }
 
 struct Summary<'a>(&'a [Attempt]);
@@ -136,24 +158,66 @@ mod tests {
         drop(closed);
         let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let good = open.local_addr().unwrap();
-        let (_, addr) = connect(&[refused.clone(), good.to_string()], Duration::from_secs(2))
-            .await
-            .unwrap();
+        let (_, addr) = connect(
+            &[refused.clone(), good.to_string()],
+            Duration::from_secs(2),
+            SocketBuffers::Auto,
+        )
+        .await
+        .unwrap();
         assert_eq!(addr, good);
 
-        let err = connect(std::slice::from_ref(&refused), Duration::from_secs(2))
-            .await
-            .unwrap_err();
+        let err = connect(
+            std::slice::from_ref(&refused),
+            Duration::from_secs(2),
+            SocketBuffers::Auto,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.attempts.len(), 1);
         assert!(err.to_string().contains(&refused), "{err}");
         assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
     }
 
+    /// Linux reports twice the size set (the rest is its bookkeeping).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn buffers_are_sized_as_the_policy_says_for_the_backend() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let timeout = Duration::from_secs(2);
+        let sizes = |stream: &TcpStream| {
+            let socket = socket2::SockRef::from(stream);
+            (socket.recv_buffer_size().unwrap(), socket.send_buffer_size().unwrap())
+        };
+        let local = 2 * sockbuf::LOCAL_SIZE;
+        let (auto, _) = connect(std::slice::from_ref(&addr), timeout, SocketBuffers::Auto)
+            .await
+            .unwrap();
+        assert_eq!(sizes(&auto), (local, local));
+        let (fixed, _) = connect(std::slice::from_ref(&addr), timeout, SocketBuffers::Fixed(64 * 1024))
+            .await
+            .unwrap();
+        assert_eq!(sizes(&fixed), (128 * 1024, 128 * 1024));
+        let (kernel, _) = connect(std::slice::from_ref(&addr), timeout, SocketBuffers::Kernel)
+            .await
+            .unwrap();
+        let (rcv, snd) = sizes(&kernel);
+        assert!(
+            rcv != local && snd != local,
+            "kernel autotuning left alone: {rcv} {snd}"
+        );
+    }
+
     #[tokio::test]
     async fn unresolvable_name_is_reported() {
-        let err = connect(&["no-such-service.invalid:5432".into()], Duration::from_secs(5))
-            .await
-            .unwrap_err();
+        let err = connect(
+            &["no-such-service.invalid:5432".into()],
+            Duration::from_secs(5),
+            SocketBuffers::Auto,
+        )
+        .await
+        .unwrap_err();
         assert!(
             err.to_string().contains("no-such-service.invalid:5432: cannot resolve"),
             "{err}"

@@ -183,6 +183,8 @@ async fn admin_endpoints_and_status_codes() {
     assert_eq!(ok["endpoints"][0]["resolved"][0], s.ok.endpoint.as_str());
     assert_eq!(dump["settings"]["hello_timeout_seconds"], 15.0);
     assert_eq!(dump["settings"]["idle_timeout_seconds"], 3600.0);
+    assert_eq!(dump["settings"]["socket_buffers"], "auto");
+    assert_eq!(dump["settings"]["zero_copy"], true);
     assert!(dump["config"]["file"].as_str().unwrap().ends_with("values.yaml"));
     assert!(
         dump["config"]["loaded_at"].as_str().unwrap().starts_with("20"),
