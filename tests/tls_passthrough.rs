@@ -92,10 +92,28 @@ async fn mutual_tls_works_end_to_end() {
 
 #[tokio::test]
 async fn sixteen_mib_each_way_at_once_with_equal_checksums() {
+    sixteen_mib_each_way(&[], "auto").await;
+}
+
+/// Tiny fixed socket buffers make every splice and write partial: the bytes
+/// must still arrive whole and in order, on both forwarding paths.
+#[tokio::test]
+async fn sixteen_mib_each_way_through_tiny_or_kernel_sized_socket_buffers() {
+    sixteen_mib_each_way(&["--socket-buffer", "4K"], "4096").await;
+    sixteen_mib_each_way(&["--socket-buffer", "8K", "--no-splice"], "8192").await;
+    sixteen_mib_each_way(&["--socket-buffer", "kernel"], "kernel").await;
+}
+
+/// `extra` flags; `buffers` the socket-buffer setting they must have made.
+async fn sixteen_mib_each_way(extra: &[&str], buffers: &str) {
     let echo = echo_backend().await;
     let yaml = values(&route("bulk.example.com", 443, "bulk"));
     let flags = backend_flag("bulk", &echo.to_string());
-    let router = RouterProcess::start(&yaml, &[443], &[&flags[0], &flags[1]]);
+    let args: Vec<&str> = [flags[0].as_str(), flags[1].as_str()]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let router = RouterProcess::start(&yaml, &[443], &args);
 
     let hello = synthetic_hello("bulk.example.com", 0);
     let stream = TcpStream::connect(router.addr(443)).await.unwrap();
@@ -120,6 +138,9 @@ async fn sixteen_mib_each_way_at_once_with_equal_checksums() {
     let event = json(&line);
     assert_eq!(event["bytes.upstream"].as_u64(), Some(received.len() as u64));
     assert_eq!(event["bytes.downstream"].as_u64(), Some(received.len() as u64));
+    let (_, dump) = router.admin("GET", "/config_dump").await;
+    let dump = json(&dump);
+    assert_eq!(dump["settings"]["socket_buffers"], buffers, "{dump}");
 }
 
 #[tokio::test]
