@@ -39,7 +39,9 @@
 //! `BENCH_ROUTER_LOG` (RUST_LOG for sni-router; default: its own, info),
 //! `BENCH_ROUTER_B` (path of a second sni-router binary, e.g. an older
 //! commit's, measured as `sni-router-b` in the same run),
-//! `BENCH_COMMIT` (commit to record when not run from a git checkout).
+//! `BENCH_COMMIT` (commit to record when not run from a git checkout),
+//! `BENCH_PEER_SOCKBUF` (bytes: fixed socket buffers for HAProxy, both sides,
+//! and nginx, client side; default: their defaults, the kernel's autotuning).
 
 #[path = "e2e/load.rs"]
 mod load;
@@ -136,6 +138,7 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
     meta["routes"] = json!(opts.routes);
     meta["load_cpu"] = json!(opts.load_cpu);
     meta["proxy_cpu"] = json!(opts.proxy_cpu);
+    meta["peer_sockbuf"] = json!(std::env::var("BENCH_PEER_SOCKBUF").ok());
     let hello = Arc::new(hello::padded(targets::SNI, 512));
     let backend = load::Backend::start(hello.clone()).map_err(|e| format!("backend: {e}"))?;
     eprintln!("e2e: backend on {}", backend.addr);
@@ -666,6 +669,11 @@ fn describe(meta: &serde_json::Value) -> String {
         "settings: scale {}, {} rounds, {} bytes per throughput case, {} idle conns, {} routes; load CPU {}, proxy CPU {}\n",
         meta["scale"], meta["rounds"], meta["bytes"], meta["idle_conns"], meta["routes"], meta["load_cpu"], meta["proxy_cpu"]
     ));
+    if let Some(size) = meta["peer_sockbuf"].as_str() {
+        out.push_str(&format!(
+            "peers' socket buffers fixed at {size} bytes (BENCH_PEER_SOCKBUF)\n"
+        ));
+    }
     if let Some(targets) = meta["targets"].as_object() {
         for (name, t) in targets {
             match t["status"].as_str() {

@@ -386,10 +386,17 @@ fn configure(
                 let _ = writeln!(map, "{name} be");
             }
             let map_path = write("sni.map", &map)?;
+            let tune = match peer_sockbuf() {
+                Some(size) => ["rcvbuf.client", "rcvbuf.server", "sndbuf.client", "sndbuf.server"]
+                    .map(|knob| format!("    tune.{knob} {size}\n"))
+                    .concat(),
+                None => String::new(),
+            };
             let config = format!(
                 "global\n\
                  \x20   nbthread 1\n\
                  \x20   maxconn {maxconn}\n\
+                 {tune}\
                  defaults\n\
                  \x20   mode tcp\n\
                  \x20   maxconn {maxconn}\n\
@@ -437,7 +444,7 @@ fn configure(
                  {map}\
                  \x20   }}\n\
                  \x20   server {{\n\
-                 \x20       listen {addr};\n\
+                 \x20       listen {addr}{bufs};\n\
                  \x20       ssl_preread on;\n\
                  \x20       preread_timeout 15s;\n\
                  \x20       proxy_pass $backend;\n\
@@ -446,6 +453,8 @@ fn configure(
                  \x20   }}\n\
                  }}\n",
                 conns = nofile.saturating_sub(256),
+                // Client side only: nginx's stream proxy has no setting for its upstream sockets.
+                bufs = peer_sockbuf().map_or(String::new(), |size| format!(" rcvbuf={size} sndbuf={size}")),
             );
             let path = write("nginx.conf", &config)?;
             vec![
@@ -474,6 +483,15 @@ fn configure(
         }
     };
     Ok((args, env))
+}
+
+/// `BENCH_PEER_SOCKBUF` (bytes): fixed socket buffers for the peers that
+/// have a setting for them (HAProxy both sides, nginx the client side), to
+/// compare against sni-router's `--socket-buffer` on equal terms.
+fn peer_sockbuf() -> Option<u64> {
+    std::env::var("BENCH_PEER_SOCKBUF")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// This process's open-file limit (children inherit it).
