@@ -77,8 +77,25 @@ pub async fn bind(port: u16, addr: SocketAddr, buffers: SocketBuffers) -> Result
     socket.set_nodelay(true).map_err(fail)?;
     // A loopback listener only ever has peers on this host.
     buffers.apply(&socket, addr.ip()).map_err(fail)?;
+    if let SocketBuffers::Fixed(asked) = buffers {
+        warn_if_capped(port, &socket, asked);
+    }
     socket.bind(addr).map_err(fail)?;
     socket.listen(1024).map_err(fail)
+}
+
+/// An explicit `--socket-buffer` above the host's limits is cut down without
+/// an error from the kernel: say so once per listener, not per connection.
+fn warn_if_capped(port: u16, socket: &tokio::net::TcpSocket, asked: usize) {
+    match crate::sockbuf::granted(socket2::SockRef::from(socket)) {
+        Ok(granted) if granted < asked => tracing::warn!(
+            listener = port,
+            asked,
+            granted,
+            "socket buffers capped by the kernel (raise net.core.rmem_max and net.core.wmem_max for more)"
+        ),
+        _ => {}
+    }
 }
 
 /// Whether sockets accepted on a listener bound to `local` need their

@@ -57,6 +57,18 @@ pub fn set(socket: SockRef<'_>, size: usize) -> io::Result<()> {
     socket.set_send_buffer_size(size)
 }
 
+/// The smaller of `socket`'s two buffer sizes in `setsockopt`'s terms: the
+/// kernel silently caps a request at `net.core.rmem_max`/`wmem_max`.
+pub fn granted(socket: SockRef<'_>) -> io::Result<usize> {
+    let reported = socket.recv_buffer_size()?.min(socket.send_buffer_size()?);
+    // Linux reports twice what it grants to data (the rest is bookkeeping).
+    Ok(if cfg!(target_os = "linux") {
+        reported / 2
+    } else {
+        reported
+    })
+}
+
 /// Smallest fixed size accepted: below it Linux rounds up anyway, and a
 /// window this small would stall every transfer.
 const MIN_SIZE: usize = 4096;
@@ -162,5 +174,6 @@ mod tests {
         for got in [socket.recv_buffer_size().unwrap(), socket.send_buffer_size().unwrap()] {
             assert!(got == 64 * 1024 || got == 128 * 1024, "{got}");
         }
+        assert_eq!(granted(socket).unwrap(), 64 * 1024);
     }
 }

@@ -104,6 +104,30 @@ async fn sixteen_mib_each_way_through_tiny_or_kernel_sized_socket_buffers() {
     sixteen_mib_each_way(&["--socket-buffer", "kernel"], "kernel").await;
 }
 
+/// A size past the host's limit is cut down by the kernel without an error:
+/// the router says so at startup, naming the port and both sizes.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_socket_buffer_past_the_hosts_limit_is_reported_at_startup() {
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let asked = 1usize << 30;
+    assert!(
+        rmem_max < asked,
+        "rmem_max {rmem_max} is past the largest size the flag takes"
+    );
+    let yaml = values(&route("big.example.com", 443, "big"));
+    let router = RouterProcess::start(&yaml, &[443], &["--socket-buffer", "1G"]);
+    let line = router.wait_log(&["socket buffers capped", "\"listener\":443"]).await;
+    let event = json(&line);
+    assert_eq!(event["asked"].as_u64(), Some(asked as u64), "{line}");
+    assert!(event["granted"].as_u64().unwrap() < asked as u64, "{line}");
+    assert_eq!(event["level"], "WARN", "{line}");
+}
+
 /// `extra` flags; `buffers` the socket-buffer setting they must have made.
 async fn sixteen_mib_each_way(extra: &[&str], buffers: &str) {
     let echo = echo_backend().await;
