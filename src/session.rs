@@ -357,39 +357,52 @@ async fn route_and_connect(
     outcome.target = Some(target.clone());
     counters.attach(target.stats(&ctx.metrics).bytes.clone());
 
-    let connecting = tokio::time::Instant::now();
-    let (mut backend, addr) =
-        upstream::connect(&target.endpoints, limits.connect_timeout, limits.socket_buffers).await?;
-    outcome.connect_time = Some(connecting.elapsed());
-    outcome.backend = Some(addr);
-    if ctx.policy.send_proxy_protocol {
+    // What the backend gets, in order: the PROXY header, PostgreSQL's
+    // SSLRequest, the hello. The first of them rides on the connect.
+    let header = ctx.policy.send_proxy_protocol.then(|| {
         let dst = match original_dst {
             Some(dst) => dst,
             None => client.local_addr().unwrap_or(conn.peer),
         };
-        let header = proxy_protocol::encode_v2(outcome.client, dst);
+        proxy_protocol::encode_v2(outcome.client, dst)
+    });
+    let pg = negotiation == Negotiation::PgSslRequest;
+    let first: &[u8] = match &header {
+        Some(header) => header,
+        None if pg => &postgres::SSL_REQUEST,
+        None => &bytes,
+    };
+    let connecting = tokio::time::Instant::now();
+    let (mut backend, addr, mut sent) =
+        upstream::connect(&target.endpoints, limits.connect_timeout, limits.socket_buffers, first).await?;
+    outcome.connect_time = Some(connecting.elapsed());
+    outcome.backend = Some(addr);
+    if let Some(header) = &header {
         backend
-            .write_all(&header)
+            .write_all(&header[sent..])
             .await
             .map_err(|e| Reject::BackendNoTls(format!("writing the PROXY header: {e}")))?;
+        sent = 0;
     }
-    if negotiation == Negotiation::PgSslRequest {
-        pg_ssl_request(&mut backend, limits.connect_timeout).await?;
+    if pg {
+        pg_ssl_request(&mut backend, sent, limits.connect_timeout).await?;
+        sent = 0;
     }
     // Replay the hello exactly as received; the client's TLS session is the backend's.
     backend
-        .write_all(&bytes)
+        .write_all(&bytes[sent..])
         .await
         .map_err(|e| Reject::BackendNoTls(format!("writing the ClientHello: {e}")))?;
     counters.add(Direction::Upstream, bytes.len() as u64);
     Ok(Routed::Backend(backend))
 }
 
-/// Replay PostgreSQL's negotiation to the backend: exactly one `S` must come back.
-async fn pg_ssl_request(backend: &mut TcpStream, timeout: Duration) -> Result<(), Reject> {
+/// Replay PostgreSQL's negotiation to the backend (`sent` bytes of the
+/// SSLRequest went with the connect): exactly one `S` must come back.
+async fn pg_ssl_request(backend: &mut TcpStream, sent: usize, timeout: Duration) -> Result<(), Reject> {
     let fail = |why: String| Reject::BackendNoTls(why);
     backend
-        .write_all(&postgres::SSL_REQUEST)
+        .write_all(&postgres::SSL_REQUEST[sent..])
         .await
         .map_err(|e| fail(format!("sending SSLRequest: {e}")))?;
     let mut answer = [0u8; 64];
@@ -433,11 +446,11 @@ async fn forward_cancel(
         return Err(Reject::PgCancelDropped(routes.len()));
     };
     outcome.target = Some(target.clone());
-    let (mut backend, addr) =
-        upstream::connect(&target.endpoints, limits.connect_timeout, limits.socket_buffers).await?;
+    let (mut backend, addr, sent) =
+        upstream::connect(&target.endpoints, limits.connect_timeout, limits.socket_buffers, bytes).await?;
     outcome.backend = Some(addr);
     // The server closes after a cancel; a failed write just means the cancel is lost, as it would be direct.
-    let _ = backend.write_all(bytes).await;
+    let _ = backend.write_all(&bytes[sent..]).await;
     let _ = backend.shutdown().await;
     Ok(Ending::CancelForwarded)
 }

@@ -6,7 +6,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::{TcpSocket, TcpStream};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::net::TcpStream;
 
 use crate::sockbuf::{self, SocketBuffers};
 
@@ -43,12 +44,16 @@ pub struct ConnectError {
 }
 
 /// Connect to the first reachable address of `endpoints` (`host:port` each),
-/// sizing the socket's buffers as `buffers` says for that address.
+/// sizing the socket's buffers as `buffers` says for that address. `first`
+/// is what the caller will send first: when the handshake is already done
+/// as `connect(2)` returns (always on loopback), it goes out at once and the
+/// count sent is returned beside the stream; the caller sends the rest.
 pub async fn connect(
     endpoints: &[String],
     timeout: Duration,
     buffers: SocketBuffers,
-) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    first: &[u8],
+) -> Result<(TcpStream, SocketAddr, usize), ConnectError> {
     let mut attempts = Vec::new();
     for endpoint in endpoints {
         // An address literal (the usual `--backend` override) needs no
@@ -85,8 +90,8 @@ pub async fn connect(
             });
         }
         for &addr in addrs {
-            match attempt(addr, timeout, buffers).await {
-                Ok(stream) => return Ok((stream, addr)),
+            match attempt(addr, timeout, buffers, first).await {
+                Ok((stream, sent)) => return Ok((stream, addr, sent)),
                 Err(failed) => attempts.push(failed),
             }
         }
@@ -95,13 +100,14 @@ pub async fn connect(
 }
 
 /// One TCP connect under the timeout.
-async fn attempt(addr: SocketAddr, timeout: Duration, buffers: SocketBuffers) -> Result<TcpStream, Attempt> {
-    let error = match tokio::time::timeout(timeout, open(addr, buffers)).await {
-        Ok(Ok(stream)) => {
-            // Small writes (handshake flights, ping-pong) must not wait for Nagle.
-            let _ = stream.set_nodelay(true);
-            return Ok(stream);
-        }
+async fn attempt(
+    addr: SocketAddr,
+    timeout: Duration,
+    buffers: SocketBuffers,
+    first: &[u8],
+) -> Result<(TcpStream, usize), Attempt> {
+    let error = match tokio::time::timeout(timeout, open(addr, buffers, first)).await {
+        Ok(Ok(opened)) => return Ok(opened),
         Ok(Err(e)) => AttemptError::Connect(e),
         Err(_) => AttemptError::Timeout(timeout),
     };
@@ -111,19 +117,58 @@ async fn attempt(addr: SocketAddr, timeout: Duration, buffers: SocketBuffers) ->
     })
 }
 
-/// A connected socket to `addr`, its buffers sized before the handshake so
-/// the window scale offered fits them.
-async fn open(addr: SocketAddr, buffers: SocketBuffers) -> io::Result<TcpStream> {
-    let Some(size) = buffers.size_for(addr.ip()) else {
-        return TcpStream::connect(addr).await;
-    };
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
+/// A connected socket to `addr` and how much of `first` it has sent. Its
+/// buffers are sized before the handshake so the window scale offered fits
+/// them.
+async fn open(addr: SocketAddr, buffers: SocketBuffers, first: &[u8]) -> io::Result<(TcpStream, usize)> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let kind = Type::STREAM.nonblocking();
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let kind = Type::STREAM;
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(Protocol::TCP))?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    socket.set_nonblocking(true)?;
+    if let Some(size) = buffers.size_for(addr.ip()) {
+        sockbuf::set(SockRef::from(&socket), size)?;
+    }
+    // Small writes (handshake flights, ping-pong) must not wait for Nagle.
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if in_progress(&e) => {}
+        Err(e) => return Err(e),
+    }
+    // On loopback the whole handshake runs inside connect(2): the first
+    // bytes can go now, which saves waiting a turn of the event loop for
+    // writability and asking SO_ERROR. A connection still in progress
+    // refuses the send (EAGAIN, or ENOTCONN on some systems).
+    let sent = if first.is_empty() {
+        0
     } else {
-        TcpSocket::new_v6()
-    }?;
-    sockbuf::set(socket2::SockRef::from(&socket), size)?;
-    socket.connect(addr).await
+        match socket.send(first) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::NotConnected => 0,
+            Err(e) => return Err(e),
+        }
+    };
+    let stream = TcpStream::from_std(socket.into())?;
+    if sent == 0 {
+        // What tokio's own connect does: writable once the handshake ends either way.
+        stream.writable().await?;
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+    }
+    Ok((stream, sent))
+}
+
+/// A non-blocking connect that has started.
+fn in_progress(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(nix::libc::EINPROGRESS) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::WouldBlock
 }
 
 struct Summary<'a>(&'a [Attempt]);
@@ -158,10 +203,11 @@ mod tests {
         drop(closed);
         let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let good = open.local_addr().unwrap();
-        let (_, addr) = connect(
+        let (_, addr, _) = connect(
             &[refused.clone(), good.to_string()],
             Duration::from_secs(2),
             SocketBuffers::Auto,
+            b"",
         )
         .await
         .unwrap();
@@ -171,11 +217,50 @@ mod tests {
             std::slice::from_ref(&refused),
             Duration::from_secs(2),
             SocketBuffers::Auto,
+            b"",
         )
         .await
         .unwrap_err();
         assert_eq!(err.attempts.len(), 1);
         assert!(err.to_string().contains(&refused), "{err}");
+        assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
+    }
+
+    /// On loopback the handshake is over when connect(2) returns, so the
+    /// first bytes go with it; whatever did not is the caller's to send, and
+    /// a refusal found by that send is a connect error like any other.
+    #[tokio::test]
+    async fn first_bytes_ride_on_the_connect() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let first = b"first flight".as_slice();
+        let (mut stream, _, sent) = connect(
+            std::slice::from_ref(&addr),
+            Duration::from_secs(2),
+            SocketBuffers::Auto,
+            first,
+        )
+        .await
+        .unwrap();
+        #[cfg(target_os = "linux")]
+        assert_eq!(sent, first.len(), "sent with the connect");
+        stream.write_all(&first[sent..]).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        accepted.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, first);
+
+        drop(listener);
+        let err = connect(
+            std::slice::from_ref(&addr),
+            Duration::from_secs(2),
+            SocketBuffers::Auto,
+            first,
+        )
+        .await
+        .unwrap_err();
         assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
     }
 
@@ -191,15 +276,20 @@ mod tests {
             (socket.recv_buffer_size().unwrap(), socket.send_buffer_size().unwrap())
         };
         let local = 2 * sockbuf::LOCAL_SIZE;
-        let (auto, _) = connect(std::slice::from_ref(&addr), timeout, SocketBuffers::Auto)
+        let (auto, _, _) = connect(std::slice::from_ref(&addr), timeout, SocketBuffers::Auto, b"")
             .await
             .unwrap();
         assert_eq!(sizes(&auto), (local, local));
-        let (fixed, _) = connect(std::slice::from_ref(&addr), timeout, SocketBuffers::Fixed(64 * 1024))
-            .await
-            .unwrap();
+        let (fixed, _, _) = connect(
+            std::slice::from_ref(&addr),
+            timeout,
+            SocketBuffers::Fixed(64 * 1024),
+            b"",
+        )
+        .await
+        .unwrap();
         assert_eq!(sizes(&fixed), (128 * 1024, 128 * 1024));
-        let (kernel, _) = connect(std::slice::from_ref(&addr), timeout, SocketBuffers::Kernel)
+        let (kernel, _, _) = connect(std::slice::from_ref(&addr), timeout, SocketBuffers::Kernel, b"")
             .await
             .unwrap();
         let (rcv, snd) = sizes(&kernel);
@@ -215,6 +305,7 @@ mod tests {
             &["no-such-service.invalid:5432".into()],
             Duration::from_secs(5),
             SocketBuffers::Auto,
+            b"",
         )
         .await
         .unwrap_err();
