@@ -377,16 +377,15 @@ async fn route_and_connect(
         upstream::connect(&target.endpoints, limits.connect_timeout, limits.socket_buffers, first).await?;
     outcome.connect_time = Some(connecting.elapsed());
     outcome.backend = Some(addr);
+    // Each piece takes what went with the connect; the ones after it start at 0.
     if let Some(header) = &header {
         backend
-            .write_all(&header[sent..])
+            .write_all(&header[std::mem::take(&mut sent)..])
             .await
             .map_err(|e| Reject::BackendNoTls(format!("writing the PROXY header: {e}")))?;
-        sent = 0;
     }
     if pg {
-        pg_ssl_request(&mut backend, sent, limits.connect_timeout).await?;
-        sent = 0;
+        pg_ssl_request(&mut backend, std::mem::take(&mut sent), limits.connect_timeout).await?;
     }
     // Replay the hello exactly as received; the client's TLS session is the backend's.
     backend

@@ -235,14 +235,15 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let first = b"first flight".as_slice();
-        let (mut stream, _, sent) = connect(
-            std::slice::from_ref(&addr),
-            Duration::from_secs(2),
-            SocketBuffers::Auto,
-            first,
-        )
-        .await
-        .unwrap();
+        let open = || {
+            connect(
+                std::slice::from_ref(&addr),
+                Duration::from_secs(2),
+                SocketBuffers::Auto,
+                first,
+            )
+        };
+        let (mut stream, _, sent) = open().await.unwrap();
         #[cfg(target_os = "linux")]
         assert_eq!(sent, first.len(), "sent with the connect");
         stream.write_all(&first[sent..]).await.unwrap();
@@ -253,14 +254,7 @@ mod tests {
         assert_eq!(got, first);
 
         drop(listener);
-        let err = connect(
-            std::slice::from_ref(&addr),
-            Duration::from_secs(2),
-            SocketBuffers::Auto,
-            first,
-        )
-        .await
-        .unwrap_err();
+        let err = open().await.unwrap_err();
         assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
     }
 
