@@ -198,6 +198,7 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
 
     // Warm up every target (page cache, allocator, accept path).
     for t in running.iter().chain(many.values()) {
+        let _awake = t.awake();
         let _ = load::conn_rate(t.addr, hello.clone(), 4, Duration::from_millis(200), 5_000).await;
     }
 
@@ -222,6 +223,7 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
             let title = format!("conn rate, {clients} client{}", if clients > 1 { "s" } else { "" });
             for &i in &order {
                 let t = &running[i];
+                let _awake = t.awake();
                 let cpu_before = t.cpu_ns();
                 let r = load::conn_rate(t.addr, hello.clone(), clients, conn_time, conn_max).await;
                 record_connrate(&mut report, &id, &title, &t.label(), round, &r);
@@ -244,6 +246,7 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
             let title = format!("throughput {dir}, {conns} conn{}", if conns > 1 { "s" } else { "" });
             for &i in &order {
                 let t = &running[i];
+                let _awake = t.awake();
                 let cpu_before = t.cpu_ns();
                 let r = load::throughput(t.addr, hello.clone(), conns, opts.bytes, way, tput_cap).await;
                 let cpu = cpu_before.zip(t.cpu_ns()).map(|(before, after)| after - before);
@@ -298,6 +301,7 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
             };
             for &i in &order {
                 let t = &running[i];
+                let _awake = t.awake();
                 if layout == "1cpu" {
                     t.pin(opts.load_cpu);
                 }
@@ -338,8 +342,12 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
         if opts.wants("idle") {
             for &i in &order {
                 let kind = running[i].kind;
-                // Direct holds no proxy; the quiet router's memory is the router's.
-                if kind == Kind::Direct || kind == Kind::SniRouterQuiet {
+                // Direct holds no proxy; the quiet and busy routers' memory is
+                // the router's, busy HAProxy's is HAProxy's.
+                if matches!(
+                    kind,
+                    Kind::Direct | Kind::SniRouterQuiet | Kind::SniRouterBusy | Kind::HaproxyBusy
+                ) {
                     continue;
                 }
                 // A fresh process: memory freed by earlier scenarios would hide the cost.
@@ -385,7 +393,9 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
         if opts.wants("route_scale") {
             for &i in &order {
                 let t = &running[i];
+                let _awake = t.awake();
                 let Some(m) = many.get(&t.kind) else { continue };
+                let _awake = m.awake();
                 // Alternate which goes first, round by round.
                 let pair = if round % 2 == 0 { [t, m] } else { [m, t] };
                 let mut rates = [0.0f64; 2];

@@ -24,8 +24,10 @@ from html import escape
 COLORS = {
     "sni-router": "#e8590c",
     "sni-router-quiet": "#ffa94d",
+    "sni-router-busy": "#c92a2a",
     "sni-router-b": "#adb5bd",
     "haproxy": "#1c7ed6",
+    "haproxy-busy": "#74c0fc",
     "nginx": "#2f9e44",
     "sniproxy": "#7048e8",
 }

@@ -152,6 +152,7 @@ pub async fn config_dump(router: &Router) -> Value {
             "idle_timeout_seconds": limits.idle_timeout.as_secs_f64(),
             "zero_copy": limits.zero_copy,
             "socket_buffers": limits.socket_buffers.to_string(),
+            "busy_poll_us": limits.busy_poll.as_micros() as u64,
             "max_connections": options.max_connections,
             "max_pending_hellos": options.max_pending_hellos,
             "max_pending_hellos_per_source": options.max_pending_hellos_per_source,

@@ -26,6 +26,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod busypoll;
 pub mod certs;
 pub mod check;
 pub mod cli;

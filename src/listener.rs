@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
+use crate::busypoll;
 use crate::config::TcpKeepalive;
 use crate::forward::{Counters, End};
 use crate::pending::{HelloPermit, PendingHellos};
@@ -126,6 +127,7 @@ pub async fn serve(listener: TcpListener, number: u16, shared: Arc<Shared>, mut 
             }
         };
         accepted_total.inc();
+        busypoll::worked();
         let Some(open) = OpenGuard::enter(&shared) else {
             let reject = Reject::ConnectionLimit(shared.max_connections);
             finish(&shared, &port, Outcome::new(peer), Ending::Rejected(reject), None);

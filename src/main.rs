@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use sni_router::busypoll::BusyPoll;
 use sni_router::cli::CertsArgs;
 use sni_router::cli::{Cli, Command, LogFormat};
 use sni_router::{certs, check, demo, lifecycle, probe, render};
@@ -12,6 +13,11 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    let busy_poll = match &cli.command {
+        Command::Run(args) => BusyPoll::new(args.serve.busy_poll),
+        Command::Demo(args) => BusyPoll::new(args.serve.busy_poll),
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -20,6 +26,9 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        if let Some(busy_poll) = busy_poll {
+            busy_poll.start();
+        }
         match cli.command {
             Command::Run(args) => match lifecycle::run(args).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -48,6 +48,9 @@ pub struct Limits {
     pub zero_copy: bool,
     /// Kernel buffer sizes for client and backend sockets.
     pub socket_buffers: SocketBuffers,
+    /// How long a worker keeps polling after its last work (zero: off); the
+    /// runtime applies it (`busypoll`), this copy is for `config_dump`.
+    pub busy_poll: Duration,
 }
 
 impl Default for Limits {
@@ -59,6 +62,7 @@ impl Default for Limits {
             idle_timeout: forward::DEFAULT_IDLE_TIMEOUT,
             zero_copy: true,
             socket_buffers: SocketBuffers::Auto,
+            busy_poll: Duration::ZERO,
         }
     }
 }

@@ -167,6 +167,51 @@ async fn sixteen_mib_each_way(extra: &[&str], buffers: &str) {
     assert_eq!(dump["settings"]["socket_buffers"], buffers, "{dump}");
 }
 
+/// `--busy-poll`: bytes flow as usual; after traffic the worker keeps
+/// polling (spends CPU) for the window, then sleeps (spends none). A long
+/// window makes both phases measurable with `/proc`'s 10 ms CPU ticks.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn busy_poll_spends_cpu_for_its_window_after_traffic_and_none_when_idle() {
+    use common::procfs::cpu_time;
+    use std::time::Duration;
+
+    let echo = common::echo::tagged_echo("spin").await;
+    let yaml = values(&route("spin.example.com", 443, "spin"));
+    let flags = backend_flag("spin", &echo.to_string());
+    let router = RouterProcess::start(
+        &yaml,
+        &[443],
+        &[&flags[0], &flags[1], "--busy-poll", "400ms", "--watch-interval", "0"],
+    );
+    let (_, dump) = router.admin("GET", "/config_dump").await;
+    assert_eq!(json(&dump)["settings"]["busy_poll_us"], 400_000, "{dump}");
+
+    let (mut stream, tag) = common::echo::open(router.addr(443), "spin.example.com").await;
+    assert_eq!(tag, "spin");
+    // Idle long enough for every window so far to end, then measure.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = cpu_time(router.pid());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = cpu_time(router.pid()) - before;
+
+    let before = cpu_time(router.pid());
+    common::echo::ping(&mut stream, b"wake up").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_traffic = cpu_time(router.pid()) - before;
+    common::echo::ping(&mut stream, b"still forwarding").await;
+
+    assert!(
+        idle <= Duration::from_millis(30),
+        "idle router spent {idle:?} in 300 ms"
+    );
+    // Up to 300 ms if it had the CPU to itself; other tests share the machine.
+    assert!(
+        after_traffic >= Duration::from_millis(60),
+        "spent {after_traffic:?} in the 300 ms after a message: not polling"
+    );
+}
+
 #[tokio::test]
 async fn half_close_client_stops_writing_and_still_gets_the_reply() {
     let mut backend = RawBackend::start(b"reply after your EOF").await;

@@ -234,7 +234,7 @@ impl Report {
             out.push('\n');
         }
 
-        for me in ["sni-router", "sni-router-quiet", "sni-router-b"] {
+        for me in ["sni-router", "sni-router-quiet", "sni-router-busy", "sni-router-b"] {
             if !labels.iter().any(|l| l.as_str() == me) {
                 continue;
             }

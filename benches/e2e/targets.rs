@@ -6,8 +6,10 @@
 //! |---|---|---|---|
 //! | `sni-router` | `sni-router run --admin off` (log level info) | `TOKIO_WORKER_THREADS=1` | values file |
 //! | `sni-router-quiet` | the same with `RUST_LOG=warn` | `TOKIO_WORKER_THREADS=1` | values file |
+//! | `sni-router-busy` | `sni-router-quiet` with `--busy-poll 100us` | `TOKIO_WORKER_THREADS=1` | values file |
 //! | `sni-router-b` | `$BENCH_ROUTER_B run ...`, when set (A/B of two builds) | `TOKIO_WORKER_THREADS=1` | values file |
 //! | `haproxy` | `haproxy -db -f` | `nbthread 1` | `mode tcp`, `req.ssl_sni` → `map` file, `option splice-auto` |
+//! | `haproxy-busy` | `haproxy` with `busy-polling` (its own answer to sleeping vCPUs) | `nbthread 1` | the same |
 //! | `nginx` | `nginx -p DIR -c` | `worker_processes 1` | `stream`, `ssl_preread`, `map ... { hostnames; }` |
 //! | `sniproxy` | `sniproxy -f -c` | single-threaded | `table` of anchored regexes |
 
@@ -35,11 +37,16 @@ pub enum Kind {
     SniRouter,
     /// The same with `RUST_LOG=warn`: no access log, like the peers' configs.
     SniRouterQuiet,
+    /// The quiet one with `--busy-poll 100us`: its worker polls instead of
+    /// sleeping between events while there is traffic.
+    SniRouterBusy,
     /// Another sni-router build (`BENCH_ROUTER_B`, e.g. an older commit's
     /// binary), run like `sni-router`: an A/B of a change in one run.
     SniRouterB,
     /// HAProxy (Debian 12: 2.6).
     Haproxy,
+    /// HAProxy with `busy-polling`, to compare with `sni-router-busy`.
+    HaproxyBusy,
     /// nginx with the stream module (Debian 12: 1.22).
     Nginx,
     /// sniproxy (Debian 12: 0.6).
@@ -48,12 +55,14 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in table order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Direct,
         Kind::SniRouter,
         Kind::SniRouterQuiet,
+        Kind::SniRouterBusy,
         Kind::SniRouterB,
         Kind::Haproxy,
+        Kind::HaproxyBusy,
         Kind::Nginx,
         Kind::Sniproxy,
     ];
@@ -64,8 +73,10 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::SniRouter => "sni-router",
             Kind::SniRouterQuiet => "sni-router-quiet",
+            Kind::SniRouterBusy => "sni-router-busy",
             Kind::SniRouterB => "sni-router-b",
             Kind::Haproxy => "haproxy",
+            Kind::HaproxyBusy => "haproxy-busy",
             Kind::Nginx => "nginx",
             Kind::Sniproxy => "sniproxy",
         }
@@ -75,12 +86,22 @@ impl Kind {
     fn program(self) -> Option<String> {
         match self {
             Kind::Direct => None,
-            Kind::SniRouter | Kind::SniRouterQuiet => Some(env!("CARGO_BIN_EXE_sni-router").to_string()),
+            Kind::SniRouter | Kind::SniRouterQuiet | Kind::SniRouterBusy => {
+                Some(env!("CARGO_BIN_EXE_sni-router").to_string())
+            }
             Kind::SniRouterB => Some(std::env::var("BENCH_ROUTER_B").unwrap_or_default()),
-            Kind::Haproxy => Some(find_program("haproxy")),
+            Kind::Haproxy | Kind::HaproxyBusy => Some(find_program("haproxy")),
             Kind::Nginx => Some(find_program("nginx")),
             Kind::Sniproxy => Some(find_program("sniproxy")),
         }
+    }
+
+    /// Polls without ever sleeping (HAProxy's `busy-polling`): it takes its
+    /// CPU from every target beside it, so it is stopped (SIGSTOP) whenever
+    /// it is not the one measured. `sni-router-busy` spins only while it has
+    /// traffic and needs no such care.
+    pub fn spins_always(self) -> bool {
+        self == Kind::HaproxyBusy
     }
 
     /// The version line the program prints, or why there is none.
@@ -89,7 +110,7 @@ impl Kind {
             return Ok("-".into());
         };
         let flag = match self {
-            Kind::Haproxy => "-v",
+            Kind::Haproxy | Kind::HaproxyBusy => "-v",
             Kind::Nginx => "-v",
             Kind::Sniproxy => "-V",
             _ => "--version",
@@ -177,7 +198,10 @@ impl Target {
                 }
             }
             let last = match load::connection(addr, hello).await {
-                Ok(_) => return Ok(target),
+                Ok(_) => {
+                    target.sleep();
+                    return Ok(target);
+                }
                 Err(e) => e.to_string(),
             };
             if Instant::now() > deadline {
@@ -188,6 +212,25 @@ impl Target {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Stop an always-spinning target until [`Target::awake`] (no-op for others).
+    pub fn sleep(&self) {
+        if self.kind.spins_always() {
+            for pid in self.pids() {
+                signal(pid, "STOP");
+            }
+        }
+    }
+
+    /// Let an always-spinning target run while the guard lives.
+    pub fn awake(&self) -> Awake<'_> {
+        if self.kind.spins_always() {
+            for pid in self.pids() {
+                signal(pid, "CONT");
+            }
+        }
+        Awake(self)
     }
 
     /// The label in tables: the kind, with the route count when not 2.
@@ -277,6 +320,10 @@ impl Target {
     pub fn stop(&mut self) {
         let pids = self.pids();
         let Some(mut child) = self.child.take() else { return };
+        // A stopped process acts on TERM only once continued.
+        for &pid in &pids {
+            signal(pid, "CONT");
+        }
         signal(child.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
@@ -345,7 +392,7 @@ fn configure(
     let mut env = Vec::new();
     let args = match kind {
         Kind::Direct => Vec::new(),
-        Kind::SniRouter | Kind::SniRouterQuiet | Kind::SniRouterB => {
+        Kind::SniRouter | Kind::SniRouterQuiet | Kind::SniRouterBusy | Kind::SniRouterB => {
             let mut values = String::from(
                 "gateways:\n  external: {name: gw, namespace: envoy-gateway, className: eg}\nroutes:\n  tls:\n",
             );
@@ -361,12 +408,12 @@ fn configure(
             // The router's default level (info: one access-log event per
             // connection, to a file here) unless told otherwise; the quiet twin
             // logs warnings only, as the peers here log nothing per connection.
-            if kind == Kind::SniRouterQuiet {
+            if kind == Kind::SniRouterQuiet || kind == Kind::SniRouterBusy {
                 env.push(("RUST_LOG".into(), "warn".into()));
             } else if let Ok(level) = std::env::var("BENCH_ROUTER_LOG") {
                 env.push(("RUST_LOG".into(), level));
             }
-            vec![
+            let mut args: Vec<String> = vec![
                 "run".into(),
                 "--config".into(),
                 path.display().to_string(),
@@ -378,20 +425,27 @@ fn configure(
                 "off".into(),
                 "--drain-timeout".into(),
                 "1s".into(),
-            ]
+            ];
+            if kind == Kind::SniRouterBusy {
+                args.extend(["--busy-poll".into(), "100us".into()]);
+            }
+            args
         }
-        Kind::Haproxy => {
+        Kind::Haproxy | Kind::HaproxyBusy => {
             let mut map = String::new();
             for name in names {
                 let _ = writeln!(map, "{name} be");
             }
             let map_path = write("sni.map", &map)?;
-            let tune = match peer_sockbuf() {
+            let mut tune = match peer_sockbuf() {
                 Some(size) => ["rcvbuf.client", "rcvbuf.server", "sndbuf.client", "sndbuf.server"]
                     .map(|knob| format!("    tune.{knob} {size}\n"))
                     .concat(),
                 None => String::new(),
             };
+            if kind == Kind::HaproxyBusy {
+                tune.push_str("    busy-polling\n");
+            }
             let config = format!(
                 "global\n\
                  \x20   nbthread 1\n\
@@ -529,6 +583,15 @@ pub fn status_field(pid: u32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with(field))?;
     line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// A target let run by [`Target::awake`]; stopped again on drop.
+pub struct Awake<'a>(&'a Target);
+
+impl Drop for Awake<'_> {
+    fn drop(&mut self) {
+        self.0.sleep();
+    }
 }
 
 /// Send `sig` to one process we started.

@@ -31,6 +31,8 @@ use prometheus::IntCounter;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use crate::busypoll;
+
 /// Default idle timeout (Envoy `tcp_proxy` `idle_timeout`: 1 h).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -296,6 +298,7 @@ impl Flow {
                     ready!(ends.from.poll_read_ready(cx)).map_err(|e| (ends.from_side, e))?;
                     match Chunk::read(ends.from, zero_copy && self.splice) {
                         Ok(Some(chunk)) => {
+                            busypoll::worked();
                             if zero_copy {
                                 self.splice = match &chunk {
                                     #[cfg(target_os = "linux")]

@@ -44,6 +44,17 @@ pub fn usage(pid: u32) -> Usage {
     u
 }
 
+/// CPU time process `pid` has used, all threads, user and system
+/// (`/proc/PID/stat` fields 14 and 15, in clock ticks of 10 ms).
+pub fn cpu_time(pid: u32) -> std::time::Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    // `rest` starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    std::time::Duration::from_millis((fields[11] + fields[12]) * 10)
+}
+
 /// How many descriptors process `pid` holds (0 if it is gone).
 pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
