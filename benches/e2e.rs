@@ -393,13 +393,13 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
         if opts.wants("route_scale") {
             for &i in &order {
                 let t = &running[i];
-                let _awake = t.awake();
                 let Some(m) = many.get(&t.kind) else { continue };
-                let _awake = m.awake();
                 // Alternate which goes first, round by round.
                 let pair = if round % 2 == 0 { [t, m] } else { [m, t] };
                 let mut rates = [0.0f64; 2];
                 for (k, target) in pair.iter().enumerate() {
+                    // One at a time: the twins share the proxy CPU.
+                    let _awake = target.awake();
                     let r = load::conn_rate(target.addr, hello.clone(), 1, conn_time, conn_max).await;
                     rates[k] = r.times.len() as f64 / r.elapsed.as_secs_f64();
                     if r.errors > 0 {
