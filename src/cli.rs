@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::access::Access;
@@ -174,7 +175,7 @@ pub struct DemoArgs {
     #[arg(long, short = 'c', env = "SNI_ROUTER_CONFIG")]
     pub config: Option<PathBuf>,
     /// Run the self-check, print the table and exit (0 when every check passed).
-    #[arg(long, env = "SNI_ROUTER_CHECK_ONLY")]
+    #[arg(long, env = "SNI_ROUTER_CHECK_ONLY", value_parser = BoolishValueParser::new())]
     pub check_only: bool,
     #[command(flatten)]
     pub serve: ServeArgs,
@@ -190,7 +191,7 @@ pub struct CheckArgs {
     #[arg(long, env = "SNI_ROUTER_FORMAT", value_enum, default_value_t = CheckFormat::Table)]
     pub format: CheckFormat,
     /// Exit 1 when there are warnings (errors always exit 2).
-    #[arg(long, env = "SNI_ROUTER_STRICT")]
+    #[arg(long, env = "SNI_ROUTER_STRICT", value_parser = BoolishValueParser::new())]
     pub strict: bool,
 }
 
@@ -295,13 +296,13 @@ pub struct ServeArgs {
     #[arg(long = "allow-cidr", env = "SNI_ROUTER_ALLOW_CIDR", value_delimiter = ',', value_parser = cidr_entry)]
     pub allow_cidr: Vec<(Option<u16>, ipnet::IpNet)>,
     /// Expect a PROXY protocol v1 or v2 header from a load balancer before the client's bytes.
-    #[arg(long, env = "SNI_ROUTER_ACCEPT_PROXY_PROTOCOL")]
+    #[arg(long, env = "SNI_ROUTER_ACCEPT_PROXY_PROTOCOL", value_parser = BoolishValueParser::new())]
     pub accept_proxy_protocol: bool,
     /// Send a PROXY protocol v2 header to backends with the client's address.
-    #[arg(long, env = "SNI_ROUTER_SEND_PROXY_PROTOCOL")]
+    #[arg(long, env = "SNI_ROUTER_SEND_PROXY_PROTOCOL", value_parser = BoolishValueParser::new())]
     pub send_proxy_protocol: bool,
     /// Forward with read/write only (on Linux bulk transfers switch to splice(2) by default).
-    #[arg(long, env = "SNI_ROUTER_NO_SPLICE")]
+    #[arg(long, env = "SNI_ROUTER_NO_SPLICE", value_parser = BoolishValueParser::new())]
     pub no_splice: bool,
     /// Kernel socket buffers (SO_RCVBUF/SO_SNDBUF): `auto` fixes 256K for peers on loopback and leaves
     /// others to the kernel's autotuning, `kernel` leaves all to it, a size (e.g. 512K) fixes every socket.

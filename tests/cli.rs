@@ -145,3 +145,31 @@ fn demo_on_a_broken_config_fails_with_the_error() {
     assert_eq!(code, 2);
     assert!(stderr.contains("missing required field `service`"), "{stderr}");
 }
+
+/// On/off settings from the environment take what people write in a
+/// Deployment or a shell (`1`, `yes`, `true`, `0`, `off`), and a typo is an
+/// error naming the variable's flag, not a silent "off".
+#[test]
+fn boolean_environment_variables_take_1_yes_true_and_refuse_typos() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "v.yaml", "routes:\n  tls:\n    - fqdn: x\n");
+    let config = path.to_str().unwrap();
+    for on in ["1", "yes", "true", "on", "0", "off"] {
+        // The flags parse, so the run gets as far as the broken config.
+        let env = [("SNI_ROUTER_NO_SPLICE", on), ("SNI_ROUTER_SEND_PROXY_PROTOCOL", on)];
+        let (code, _, stderr) = run_binary(&["run", "--config", config], &env);
+        assert_eq!(code, 2, "{on}: {stderr}");
+        assert!(stderr.contains("missing required field `service`"), "{on}: {stderr}");
+    }
+    // The demo's flag too (a refused value would be a usage error, not the config's).
+    let (code, _, stderr) = run_binary(&["demo", "--config", config], &[("SNI_ROUTER_CHECK_ONLY", "1")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("missing required field `service`"), "{stderr}");
+
+    let (code, _, stderr) = run_binary(&["run", "--config", config], &[("SNI_ROUTER_NO_SPLICE", "maybe")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("invalid value 'maybe'") && stderr.contains("--no-splice"),
+        "{stderr}"
+    );
+}
