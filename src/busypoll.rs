@@ -18,66 +18,95 @@
 //! and the worker may block. Timers and other wakeups do not count as work,
 //! so an idle router (config watch ticks, idle timeouts) stays asleep.
 
+use std::cell::OnceCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-/// Set once spinners run; until then [`worked`] is a single relaxed load.
-static ENABLED: AtomicBool = AtomicBool::new(false);
-/// Work done so far, all workers together.
-static WORK: AtomicU64 = AtomicU64::new(0);
-/// Some spinner may be waiting for work.
-static ASLEEP: AtomicBool = AtomicBool::new(false);
-/// Wakes the waiting spinners.
-static WAKE: Notify = Notify::const_new();
-
-/// Counts a piece of work (an accept, a chunk read) and wakes sleeping
-/// spinners; a relaxed load and nothing else when busy polling is off.
-#[inline]
-pub fn worked() {
-    if ENABLED.load(Ordering::Relaxed) {
-        WORK.fetch_add(1, Ordering::Relaxed);
-        if ASLEEP.load(Ordering::Relaxed) && ASLEEP.swap(false, Ordering::AcqRel) {
-            WAKE.notify_waiters();
-        }
-    }
+/// What the spinners of one runtime and its workers share.
+struct Shared {
+    window: Duration,
+    /// Work done so far, all workers together.
+    work: AtomicU64,
+    /// Some spinner may be waiting for work.
+    asleep: AtomicBool,
+    /// Wakes the waiting spinners.
+    wake: Notify,
 }
 
-/// Busy polling for a runtime: `start` it from inside.
-#[derive(Debug, Clone, Copy)]
+thread_local! {
+    /// The busy poller of the runtime this thread works for, if it has one
+    /// (set as each of its threads starts).
+    static CURRENT: OnceCell<Arc<Shared>> = const { OnceCell::new() };
+}
+
+/// Counts a piece of work (an accept, a chunk read) and wakes sleeping
+/// spinners; a thread-local check and nothing else when busy polling is off.
+#[inline]
+pub fn worked() {
+    CURRENT.with(|current| {
+        if let Some(shared) = current.get() {
+            shared.work.fetch_add(1, Ordering::Relaxed);
+            if shared.asleep.load(Ordering::Relaxed) && shared.asleep.swap(false, Ordering::AcqRel) {
+                shared.wake.notify_waiters();
+            }
+        }
+    });
+}
+
+/// Busy polling for one runtime: `install` on its builder, then `start`
+/// from inside it.
+#[derive(Clone)]
 pub struct BusyPoll {
-    window: Duration,
+    shared: Arc<Shared>,
 }
 
 impl BusyPoll {
     /// Busy polling for `window` after work; `None` when `window` is zero (off).
     pub fn new(window: Duration) -> Option<BusyPoll> {
-        (!window.is_zero()).then_some(BusyPoll { window })
+        (!window.is_zero()).then(|| BusyPoll {
+            shared: Arc::new(Shared {
+                window,
+                work: AtomicU64::new(0),
+                asleep: AtomicBool::new(false),
+                wake: Notify::new(),
+            }),
+        })
+    }
+
+    /// Makes the runtime's threads count their work into this poller.
+    pub fn install(&self, builder: &mut tokio::runtime::Builder) {
+        let shared = Arc::clone(&self.shared);
+        builder.on_thread_start(move || {
+            CURRENT.with(|current| {
+                let _ = current.set(Arc::clone(&shared));
+            });
+        });
     }
 
     /// Starts one spinner per worker of the current runtime. For a worker to
     /// poll, no other may be blocked in `epoll_wait` holding the driver, so
     /// all of them spin (like HAProxy's `busy-polling`, per thread).
-    pub fn start(self) {
-        ENABLED.store(true, Ordering::Relaxed);
+    pub fn start(&self) {
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
         for _ in 0..workers.max(1) {
-            tokio::spawn(spin(self.window));
+            tokio::spawn(spin(Arc::clone(&self.shared)));
         }
     }
 }
 
-async fn spin(window: Duration) {
+async fn spin(shared: Arc<Shared>) {
     loop {
         // Registered before saying so, so a wake between the two is not lost.
-        let notified = WAKE.notified();
+        let notified = shared.wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        ASLEEP.store(true, Ordering::Release);
+        shared.asleep.store(true, Ordering::Release);
         notified.await;
-        let mut seen = WORK.load(Ordering::Relaxed);
-        let mut until = Instant::now() + window;
+        let mut seen = shared.work.load(Ordering::Relaxed);
+        let mut until = Instant::now() + shared.window;
         loop {
             tokio::task::yield_now().await;
             // Give the CPU to any thread waiting for it here (sched_yield
@@ -85,10 +114,10 @@ async fn spin(window: Duration) {
             // with the router's clients or backends would only delay them.
             std::thread::yield_now();
             let now = Instant::now();
-            let done = WORK.load(Ordering::Relaxed);
+            let done = shared.work.load(Ordering::Relaxed);
             if done != seen {
                 seen = done;
-                until = now + window;
+                until = now + shared.window;
             } else if now >= until {
                 break;
             }
@@ -114,17 +143,17 @@ mod tests {
     }
 
     /// Work makes the worker spin for the window; with no work it sleeps,
-    /// even when other tasks and timers wake it. (The statics are shared by
-    /// the process: this is the only test that starts spinners.)
+    /// even when other tasks and timers wake it; work on threads of other
+    /// runtimes (the other tests) does not count.
     #[cfg(target_os = "linux")]
     #[test]
     fn work_starts_a_window_and_an_idle_worker_sleeps() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async { BusyPoll::new(Duration::from_millis(300)).unwrap().start() });
+        let busy = BusyPoll::new(Duration::from_millis(300)).unwrap();
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(1).enable_all();
+        busy.install(&mut builder);
+        let rt = builder.build().unwrap();
+        rt.block_on(async { busy.start() });
         let worker = rt
             .block_on(rt.spawn(async { std::fs::read_link("/proc/thread-self") }))
             .unwrap()

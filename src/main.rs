@@ -18,7 +18,12 @@ fn main() -> ExitCode {
         Command::Demo(args) => BusyPoll::new(args.serve.busy_poll),
         _ => None,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(busy_poll) = &busy_poll {
+        busy_poll.install(&mut builder);
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sni-router: cannot start the runtime: {e}");
@@ -26,7 +31,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        if let Some(busy_poll) = busy_poll {
+        if let Some(busy_poll) = &busy_poll {
             busy_poll.start();
         }
         match cli.command {
