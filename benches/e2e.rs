@@ -6,10 +6,13 @@
 //! `scripts/install-bench-peers.sh`; a peer that is missing or does not start
 //! is named and skipped). Traffic is a real 512-byte rustls ClientHello with
 //! the SNI `db.bench.example.com`, then opaque bytes, so the figures measure
-//! forwarding, not cryptography. sni-router runs twice: `sni-router` at its
-//! default log level (info: one access-log event per connection, written to
-//! a file) and `sni-router-quiet` with `RUST_LOG=warn`, comparable with the
-//! peers, whose configs here log nothing per connection.
+//! forwarding, not cryptography. sni-router runs three times: `sni-router` at
+//! its default log level (info: one access-log event per connection, written
+//! to a file), `sni-router-quiet` with `RUST_LOG=warn`, comparable with the
+//! peers, whose configs here log nothing per connection, and
+//! `sni-router-busy`, the quiet one with `--busy-poll 100us`; HAProxy runs
+//! twice, the second time with `busy-polling` (`haproxy-busy`, stopped with
+//! SIGSTOP while the others are measured, since it never sleeps).
 //!
 //! Scenarios, each run once per target per round, targets in rotated order:
 //!
