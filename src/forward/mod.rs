@@ -373,7 +373,7 @@ impl Flow {
 fn fin_arrived(source: &TcpStream, cx: &mut Context<'_>) -> bool {
     let ready = source.ready(Interest::READABLE | Interest::ERROR);
     let mut ready = std::pin::pin!(ready);
-    // Readable already (the caller just read), so this does not wait.
+    // Readable already (poll_read_ready just said so), so this does not wait.
     matches!(ready.as_mut().poll(cx), Poll::Ready(Ok(r)) if r.is_read_closed() && !r.is_error())
 }
 
