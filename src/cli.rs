@@ -309,7 +309,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SNI_ROUTER_SOCKET_BUFFER", default_value = "auto")]
     pub socket_buffer: SocketBuffers,
     /// Keep each worker polling for I/O this long after its last work instead of sleeping (0: off);
-    /// trades CPU time for latency, e.g. `50us` on a load-test target with cores of its own.
+    /// trades CPU time for latency, e.g. `100us` on a load-test target with cores of its own.
     #[arg(long, env = "SNI_ROUTER_BUSY_POLL", default_value = "0", value_parser = busy_poll_window)]
     pub busy_poll: Duration,
 }

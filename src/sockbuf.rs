@@ -52,7 +52,7 @@ impl SocketBuffers {
 }
 
 /// Both buffers of `socket` to `size` bytes.
-pub fn set(socket: SockRef<'_>, size: usize) -> io::Result<()> {
+fn set(socket: SockRef<'_>, size: usize) -> io::Result<()> {
     socket.set_recv_buffer_size(size)?;
     socket.set_send_buffer_size(size)
 }

@@ -6,10 +6,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpStream;
 
-use crate::sockbuf::{self, SocketBuffers};
+use crate::sockbuf::SocketBuffers;
 
 /// Default backend connect timeout: Envoy's cluster `connect_timeout` as
 /// Envoy Gateway sets it (10 s).
@@ -128,9 +128,7 @@ async fn open(addr: SocketAddr, buffers: SocketBuffers, first: &[u8]) -> io::Res
     let socket = Socket::new(Domain::for_address(addr), kind, Some(Protocol::TCP))?;
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     socket.set_nonblocking(true)?;
-    if let Some(size) = buffers.size_for(addr.ip()) {
-        sockbuf::set(SockRef::from(&socket), size)?;
-    }
+    buffers.apply(&socket, addr.ip())?;
     // Small writes (handshake flights, ping-pong) must not wait for Nagle.
     socket.set_tcp_nodelay(true)?;
     match socket.connect(&addr.into()) {
@@ -269,7 +267,7 @@ mod tests {
             let socket = socket2::SockRef::from(stream);
             (socket.recv_buffer_size().unwrap(), socket.send_buffer_size().unwrap())
         };
-        let local = 2 * sockbuf::LOCAL_SIZE;
+        let local = 2 * crate::sockbuf::LOCAL_SIZE;
         let (auto, _, _) = connect(std::slice::from_ref(&addr), timeout, SocketBuffers::Auto, b"")
             .await
             .unwrap();
