@@ -27,6 +27,11 @@ pub struct Cli {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, env = "SNI_ROUTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// Longest an access-log line waits to be written with the ones after
+    /// it (one write per batch instead of one per connection; every other
+    /// line, and all of them at exit, are written at once). 0: each line at once.
+    #[arg(long, env = "SNI_ROUTER_LOG_FLUSH_INTERVAL", default_value = "20ms", value_parser = duration_or_zero, global = true)]
+    pub log_flush_interval: Duration,
 }
 
 /// The subcommands.

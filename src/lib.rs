@@ -35,6 +35,7 @@ pub mod demo;
 pub mod forward;
 pub mod lifecycle;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod pending;
 pub mod pki;

@@ -221,7 +221,7 @@ fn report_panic(port: &Port, peer: SocketAddr, payload: &(dyn std::any::Any + Se
         .unwrap_or_else(|| "non-text panic payload".into());
     port.panicked.inc();
     tracing::event!(
-        target: "sni_router::access",
+        target: crate::logging::ACCESS_TARGET,
         tracing::Level::ERROR,
         client.addr = %peer,
         listener = port.number,
@@ -313,9 +313,9 @@ fn access_log(outcome: &Outcome, ending: &Ending, port: u16, stats: crate::forwa
     };
     // Nothing below is built for a level that is off (a load test's `warn`).
     let enabled = if warn {
-        tracing::enabled!(target: "sni_router::access", tracing::Level::WARN)
+        tracing::enabled!(target: crate::logging::ACCESS_TARGET, tracing::Level::WARN)
     } else {
-        tracing::enabled!(target: "sni_router::access", tracing::Level::INFO)
+        tracing::enabled!(target: crate::logging::ACCESS_TARGET, tracing::Level::INFO)
     };
     if !enabled {
         return;
@@ -338,7 +338,7 @@ fn access_log(outcome: &Outcome, ending: &Ending, port: u16, stats: crate::forwa
     macro_rules! event {
         ($level:expr) => {
             tracing::event!(
-                target: "sni_router::access",
+                target: crate::logging::ACCESS_TARGET,
                 $level,
                 client.addr = %outcome.client,
                 listener = port,
