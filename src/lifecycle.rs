@@ -70,6 +70,11 @@ pub fn raise_open_file_limit() {
     }
 }
 
+/// How long connections cut at the drain timeout get to finish their
+/// bookkeeping (each passes the client's end on to its backend and waits
+/// for the backend's) before the process exits anyway.
+const CUT_GRACE: Duration = Duration::from_secs(1);
+
 /// Serve until a stop signal, then drain.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // Installed first: until a handler exists, SIGHUP or SIGTERM would kill the process outright.
@@ -127,6 +132,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             open = router.open_connections(),
             "drain timeout reached; closing the remaining connections"
         );
+        if !router.cut(CUT_GRACE).await {
+            // A backend that neither answers nor closes after the client's
+            // end: those connections end with the process, unlogged.
+            tracing::warn!(
+                open = router.open_connections(),
+                "connections still open {CUT_GRACE:?} after being closed; exiting"
+            );
+        }
     }
     Ok(())
 }

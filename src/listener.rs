@@ -7,7 +7,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -38,11 +38,16 @@ pub struct Shared {
     pub open: OpenConnections,
 }
 
-/// Counts open connections; drain waits for it to reach zero.
+/// Counts open connections; drain waits for it to reach zero. Lists their
+/// client sockets, so a drain that runs out of time can end each one
+/// through its own session, which then logs and counts it.
 #[derive(Debug, Default)]
 pub struct OpenConnections {
     count: AtomicUsize,
     idle: Notify,
+    #[cfg(unix)]
+    sockets: std::sync::Mutex<std::collections::HashSet<std::os::fd::RawFd>>,
+    cut: AtomicBool,
 }
 
 /// One open connection; dropping it updates the count.
@@ -174,7 +179,9 @@ fn connection(
         let _active = ActiveGuard::new(port.active.clone());
         let started = tokio::time::Instant::now();
         let counters = Counters::default();
+        open.0.open.list(&stream);
         let (outcome, ending) = session::run(&mut stream, &conn, table, &open.0.ctx, permit, &counters).await;
+        open.0.open.unlist(&stream);
         // Closed before the bookkeeping: for the last direction to end, the
         // close is what sends the FIN.
         drop(stream);
@@ -272,6 +279,12 @@ async fn pause_on_accept_error(port: u16, e: &io::Error) {
 
 /// Count and log a finished connection, once.
 fn finish(shared: &Shared, port: &Port, outcome: Outcome, ending: Ending, traffic: Option<(&Counters, Duration)>) {
+    // However the forwarding saw it end (the client's EOF, a write to a
+    // socket shut down), a cut connection ended because the drain ran out.
+    let ending = match ending {
+        Ending::Forwarded(_) if shared.open.is_cut() => Ending::Forwarded(End::DrainTimeout),
+        other => other,
+    };
     let metrics = &shared.ctx.metrics;
     let listener = &port.label;
     let route = outcome.target.as_ref().map(|t| t.route.name.as_str()).unwrap_or("-");
@@ -332,6 +345,7 @@ fn access_log(outcome: &Outcome, ending: &Ending, port: u16, stats: crate::forwa
     let detail = match ending {
         Ending::Forwarded(End::Closed) | Ending::CancelForwarded => String::new(),
         Ending::Forwarded(End::IdleTimeout(d)) => format!("idle for {d:?}"),
+        Ending::Forwarded(End::DrainTimeout) => "cut when the drain timeout ran out".into(),
         Ending::Forwarded(End::ClientError(e) | End::BackendError(e)) => e.to_string(),
         Ending::Rejected(r) => r.to_string(),
     };
@@ -423,6 +437,59 @@ impl OpenConnections {
             }
             notified.await;
         }
+    }
+
+    /// End every open connection (the drain ran out of time): shut its
+    /// client socket down both ways. Each session then sees the client's
+    /// end, passes it on to the backend, finishes, and is logged and counted
+    /// with `end="drain_timeout"`. Returns how many sockets were shut down
+    /// (none where the platform has no `shutdown(2)` on a raw descriptor;
+    /// there the connections end when the process does).
+    pub fn cut(&self) -> usize {
+        self.cut.store(true, Ordering::Release);
+        #[cfg(unix)]
+        {
+            let sockets = self.lock_sockets();
+            for fd in sockets.iter() {
+                // Still open: a session unlists its socket (under this
+                // lock) before closing it; `unlist` says what a panic leaves.
+                let _ = nix::sys::socket::shutdown(*fd, nix::sys::socket::Shutdown::Both);
+            }
+            sockets.len()
+        }
+        #[cfg(not(unix))]
+        0
+    }
+
+    /// Whether [`OpenConnections::cut`] has been called.
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
+    }
+
+    /// List a connection's client socket for [`OpenConnections::cut`].
+    fn list(&self, stream: &TcpStream) {
+        #[cfg(unix)]
+        self.lock_sockets().insert(std::os::fd::AsRawFd::as_raw_fd(stream));
+        #[cfg(not(unix))]
+        let _ = stream;
+    }
+
+    /// Take it off the list; before it closes, so that a cut never meets
+    /// its descriptor number reused by a socket opened since. (A session
+    /// that panics closes its socket without this: the number stays listed,
+    /// and a cut, which ends every connection anyway, may shut down
+    /// whatever socket reuses it, or fail on something that is not one.)
+    fn unlist(&self, stream: &TcpStream) {
+        #[cfg(unix)]
+        self.lock_sockets().remove(&std::os::fd::AsRawFd::as_raw_fd(stream));
+        #[cfg(not(unix))]
+        let _ = stream;
+    }
+
+    #[cfg(unix)]
+    fn lock_sockets(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<std::os::fd::RawFd>> {
+        // A panic while holding the lock leaves the set itself intact.
+        self.sockets.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -134,7 +134,7 @@ impl Metrics {
             ended: counter(
                 &registry,
                 "connections_ended_total",
-                "Forwarded connections that ended, by how: closed, idle_timeout, client_error, backend_error.",
+                "Forwarded connections that ended, by how: closed, idle_timeout, client_error, backend_error, drain_timeout.",
                 &[label::LISTENER, label::ROUTE, label::END],
             ),
             panicked: counter(

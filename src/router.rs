@@ -202,6 +202,15 @@ impl Router {
         tokio::time::timeout(drain, self.shared.open.wait_idle()).await.is_ok()
     }
 
+    /// End every connection still open (the drain ran out of time), each
+    /// through its own session so it is logged and counted
+    /// (`end="drain_timeout"`), and wait up to `grace` for them to finish.
+    /// True when all did.
+    pub async fn cut(&self, grace: Duration) -> bool {
+        self.shared.open.cut();
+        tokio::time::timeout(grace, self.shared.open.wait_idle()).await.is_ok()
+    }
+
     /// The local address serving gateway port `port`.
     pub fn local_addr(&self, port: u16) -> Option<SocketAddr> {
         self.addrs().get(&port).copied()

@@ -62,6 +62,16 @@ async fn the_drain_timeout_cuts_a_connection_that_never_ends() {
     router
         .wait_log(&["drain timeout reached; closing the remaining connections"])
         .await;
+    // The cut connection is logged like any other end, with its bytes.
+    let cut = wait_connections(&router, 1).await;
+    assert_eq!(cut.len(), 1, "logs:\n{}", router.logs().join("\n"));
+    assert_eq!(cut[0]["end"], "drain_timeout", "{}", cut[0]);
+    assert_eq!(cut[0]["route"], "bulk-443");
+    assert!(
+        cut[0]["bytes.upstream"].as_u64().unwrap() > "then idle forever".len() as u64,
+        "{}",
+        cut[0]
+    );
     // The client sees the connection end: EOF or a reset, not silence.
     let mut buf = [0u8; 16];
     match timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
@@ -155,4 +165,41 @@ async fn start(drain_timeout: &str) -> (RouterProcess, SocketAddr) {
     );
     let addr = router.addr(443);
     (router, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_never_closes_does_not_hold_the_exit_past_the_cut_grace() {
+    // Takes the connection and holds it: never reads, answers or closes.
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel();
+    let backend = serve_each(move |stream| {
+        let held = held_tx.clone();
+        async move {
+            let _ = held.send(stream);
+        }
+    })
+    .await;
+    let flags = backend_flag("mute", &backend.to_string());
+    let mut router = RouterProcess::start(
+        &values(&route("mute.example.com", 443, "mute")),
+        &[443],
+        &[&flags[0], &flags[1], "--drain-timeout", "300ms"],
+    );
+    let mut client = tokio::net::TcpStream::connect(router.addr(443)).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut client, &synthetic_hello("mute.example.com", 0))
+        .await
+        .unwrap();
+    let _held = timeout(Duration::from_secs(10), held_rx.recv())
+        .await
+        .expect("backend reached");
+
+    router.signal("TERM");
+    let signalled = Instant::now();
+    let status = exit_within(&mut router, Duration::from_secs(10)).expect("no exit");
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(
+        took < Duration::from_secs(4),
+        "exit {took:?} after SIGTERM (drain 300 ms, cut grace 1 s)"
+    );
+    router.wait_log(&["connections still open"]).await;
 }

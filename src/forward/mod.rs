@@ -75,11 +75,19 @@ pub enum End {
     ClientError(io::Error),
     /// Reading from or writing to the backend failed.
     BackendError(io::Error),
+    /// Still open when the drain timeout ran out: the router ended it.
+    DrainTimeout,
 }
 
 impl End {
     /// Every value `label` returns.
-    pub const LABELS: [&'static str; 4] = ["closed", "idle_timeout", "client_error", "backend_error"];
+    pub const LABELS: [&'static str; 5] = [
+        "closed",
+        "idle_timeout",
+        "client_error",
+        "backend_error",
+        "drain_timeout",
+    ];
 
     /// The `end` value in the access log and `sni_router_connections_ended_total`.
     pub fn label(&self) -> &'static str {
@@ -93,6 +101,7 @@ impl End {
             End::IdleTimeout(_) => 1,
             End::ClientError(_) => 2,
             End::BackendError(_) => 3,
+            End::DrainTimeout => 4,
         }
     }
 }
