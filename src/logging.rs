@@ -84,7 +84,7 @@ impl LogOutput {
     /// Write every gathered line now.
     pub fn flush(&self) {
         let mut out = lock(&self.shared.out);
-        let batch = std::mem::take(&mut lock(&self.shared.pending).bytes);
+        let batch = self.shared.take_batch();
         write_out(&mut out, &batch, &[]);
     }
 
@@ -92,7 +92,7 @@ impl LogOutput {
     /// must not wait for the lock its own thread may hold).
     pub fn try_flush(&self) {
         if let Ok(mut out) = self.shared.out.try_lock() {
-            let batch = std::mem::take(&mut lock(&self.shared.pending).bytes);
+            let batch = self.shared.take_batch();
             write_out(&mut out, &batch, &[]);
         }
     }
@@ -123,12 +123,19 @@ impl LogOutput {
             }
         }
         let mut out = lock(&self.shared.out);
-        let batch = std::mem::take(&mut lock(&self.shared.pending).bytes);
+        let batch = self.shared.take_batch();
         write_out(&mut out, &batch, line);
     }
 }
 
 impl Shared {
+    /// Everything gathered so far, leaving nothing behind (and no batch full).
+    fn take_batch(&self) -> Vec<u8> {
+        let mut pending = lock(&self.pending);
+        pending.full = false;
+        std::mem::take(&mut pending.bytes)
+    }
+
     fn run_flusher(&self) {
         loop {
             let mut pending = lock(&self.pending);
@@ -147,10 +154,9 @@ impl Shared {
                     .map(|(guard, _)| guard)
                     .unwrap_or_else(|poisoned| poisoned.into_inner().0);
             }
-            pending.full = false;
             drop(pending);
             let mut out = lock(&self.out);
-            let batch = std::mem::take(&mut lock(&self.pending).bytes);
+            let batch = self.take_batch();
             write_out(&mut out, &batch, &[]);
         }
     }
