@@ -442,23 +442,16 @@ impl OpenConnections {
     /// End every open connection (the drain ran out of time): shut its
     /// client socket down both ways. Each session then sees the client's
     /// end, passes it on to the backend, finishes, and is logged and counted
-    /// with `end="drain_timeout"`. Returns how many sockets were shut down
-    /// (none where the platform has no `shutdown(2)` on a raw descriptor;
-    /// there the connections end when the process does).
-    pub fn cut(&self) -> usize {
+    /// with `end="drain_timeout"`. (Where there is no `shutdown(2)` on a raw
+    /// descriptor, the connections end when the process does.)
+    pub fn cut(&self) {
         self.cut.store(true, Ordering::Release);
         #[cfg(unix)]
-        {
-            let sockets = self.lock_sockets();
-            for fd in sockets.iter() {
-                // Still open: a session unlists its socket (under this
-                // lock) before closing it; `unlist` says what a panic leaves.
-                let _ = nix::sys::socket::shutdown(*fd, nix::sys::socket::Shutdown::Both);
-            }
-            sockets.len()
+        for fd in self.lock_sockets().iter() {
+            // Still open: a session unlists its socket (under this lock)
+            // before closing it; `unlist` says what a panic leaves.
+            let _ = nix::sys::socket::shutdown(*fd, nix::sys::socket::Shutdown::Both);
         }
-        #[cfg(not(unix))]
-        0
     }
 
     /// Whether [`OpenConnections::cut`] has been called.

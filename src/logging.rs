@@ -83,17 +83,14 @@ impl LogOutput {
 
     /// Write every gathered line now.
     pub fn flush(&self) {
-        let mut out = lock(&self.shared.out);
-        let batch = self.shared.take_batch();
-        write_out(&mut out, &batch, &[]);
+        self.shared.write_gathered(&mut lock(&self.shared.out), &[]);
     }
 
     /// [`LogOutput::flush`] unless another thread is writing (a panic hook
     /// must not wait for the lock its own thread may hold).
     pub fn try_flush(&self) {
         if let Ok(mut out) = self.shared.out.try_lock() {
-            let batch = self.shared.take_batch();
-            write_out(&mut out, &batch, &[]);
+            self.shared.write_gathered(&mut out, &[]);
         }
     }
 
@@ -122,18 +119,28 @@ impl LogOutput {
                 return;
             }
         }
-        let mut out = lock(&self.shared.out);
-        let batch = self.shared.take_batch();
-        write_out(&mut out, &batch, line);
+        self.shared.write_gathered(&mut lock(&self.shared.out), line);
     }
 }
 
 impl Shared {
-    /// Everything gathered so far, leaving nothing behind (and no batch full).
-    fn take_batch(&self) -> Vec<u8> {
-        let mut pending = lock(&self.pending);
-        pending.full = false;
-        std::mem::take(&mut pending.bytes)
+    /// Write everything gathered so far, then `line`, to `out` (held by the
+    /// caller: batches and immediate lines keep their order). Errors have
+    /// nowhere to be reported and are ignored, as the default tracing writer
+    /// ignores them.
+    fn write_gathered(&self, out: &mut Box<dyn Write + Send>, line: &[u8]) {
+        let batch = {
+            let mut pending = lock(&self.pending);
+            pending.full = false;
+            std::mem::take(&mut pending.bytes)
+        };
+        if !batch.is_empty() {
+            let _ = out.write_all(&batch);
+        }
+        if !line.is_empty() {
+            let _ = out.write_all(line);
+        }
+        let _ = out.flush();
     }
 
     fn run_flusher(&self) {
@@ -155,23 +162,9 @@ impl Shared {
                     .unwrap_or_else(|poisoned| poisoned.into_inner().0);
             }
             drop(pending);
-            let mut out = lock(&self.out);
-            let batch = self.take_batch();
-            write_out(&mut out, &batch, &[]);
+            self.write_gathered(&mut lock(&self.out), &[]);
         }
     }
-}
-
-/// Errors writing a log line have nowhere to be reported; they are ignored,
-/// as `eprintln!` would panic and the default tracing writer ignores them.
-fn write_out(out: &mut Box<dyn Write + Send>, batch: &[u8], line: &[u8]) {
-    if !batch.is_empty() {
-        let _ = out.write_all(batch);
-    }
-    if !line.is_empty() {
-        let _ = out.write_all(line);
-    }
-    let _ = out.flush();
 }
 
 /// A poisoned lock only means a thread panicked while logging; the bytes

@@ -18,13 +18,18 @@ async fn start(extra: &[&str]) -> RouterProcess {
     RouterProcess::start(&values(&route("bulk.example.com", 443, "bulk")), &[443], &args)
 }
 
+/// One connection through the router, from hello to both ends closed.
+async fn one_connection(router: &RouterProcess, message: &str) {
+    let (mut conn, _) = open(router.addr(443), "bulk.example.com").await;
+    ping(&mut conn, message.as_bytes()).await;
+    hang_up(conn).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_lines_arrive_within_the_default_interval() {
     let router = start(&[]).await;
     for n in 0..3 {
-        let (mut conn, _) = open(router.addr(443), "bulk.example.com").await;
-        ping(&mut conn, format!("conn {n}").as_bytes()).await;
-        hang_up(conn).await;
+        one_connection(&router, &format!("conn {n}")).await;
     }
     let lines = wait_connections(&router, 3).await;
     assert_eq!(lines.len(), 3, "logs:\n{}", router.logs().join("\n"));
@@ -37,9 +42,7 @@ async fn access_lines_arrive_within_the_default_interval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batched_access_line_goes_out_before_the_next_other_line() {
     let router = start(&["--log-flush-interval", "1h"]).await;
-    let (mut conn, _) = open(router.addr(443), "bulk.example.com").await;
-    ping(&mut conn, b"one connection").await;
-    hang_up(conn).await;
+    one_connection(&router, "one connection").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(connections(&router).is_empty(), "written before its batch was due");
 
@@ -78,8 +81,6 @@ async fn a_connection_that_ends_during_the_drain_is_logged_before_the_exit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interval_zero_writes_each_line_at_once() {
     let router = start(&["--log-flush-interval", "0"]).await;
-    let (mut conn, _) = open(router.addr(443), "bulk.example.com").await;
-    ping(&mut conn, b"one connection").await;
-    hang_up(conn).await;
+    one_connection(&router, "one connection").await;
     assert_eq!(wait_connections(&router, 1).await.len(), 1);
 }
