@@ -45,7 +45,15 @@
 //! `BENCH_COMMIT` (commit to record when not run from a git checkout),
 //! `BENCH_PEER_SOCKBUF` (bytes: fixed socket buffers for HAProxy, both sides,
 //! and nginx, client side; default: their defaults, the kernel's autotuning).
+//!
+//! `floor` is not a peer but a yardstick: the bench's own proxy
+//! (`e2e/floor.rs`) that makes only the system calls a passthrough proxy
+//! cannot avoid (no parsing, routing, timeouts or logging), so the table
+//! shows how much of each proxy's cost is the kernel's. It has no routes and
+//! sits out `route_scale`.
 
+#[path = "e2e/floor.rs"]
+mod floor;
 #[path = "e2e/load.rs"]
 mod load;
 #[path = "e2e/report.rs"]
@@ -94,6 +102,20 @@ const SCENARIOS: [&str; 10] = [
 ];
 
 fn main() {
+    // The `floor` target is this binary run again as a child process.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--floor-proxy") {
+        let parsed = (args.get(2), args.get(3));
+        let (Some(Ok(listen)), Some(Ok(backend))) = (parsed.0.map(|a| a.parse()), parsed.1.map(|a| a.parse())) else {
+            eprintln!("e2e --floor-proxy LISTEN BACKEND: two socket addresses");
+            std::process::exit(2);
+        };
+        if let Err(e) = floor::serve(listen, backend) {
+            eprintln!("e2e --floor-proxy: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     // `cargo test --benches` runs bench targets without `--bench`: nothing to test here.
     if !std::env::args().any(|a| a == "--bench") {
         println!("e2e: a benchmark; run it with `cargo bench --bench e2e`");
@@ -185,7 +207,10 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
     // Route-scale twins: the same proxy with many routes.
     let mut many: BTreeMap<Kind, Target> = BTreeMap::new();
     if opts.wants("route_scale") {
-        for t in running.iter().filter(|t| t.kind != Kind::Direct) {
+        for t in running
+            .iter()
+            .filter(|t| t.kind != Kind::Direct && t.kind != Kind::Floor)
+        {
             match Target::start(t.kind, opts.routes, backend.addr, opts.proxy_cpu, &hello).await {
                 Ok(m) => {
                     many.insert(t.kind, m);
@@ -345,11 +370,11 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
         if opts.wants("idle") {
             for &i in &order {
                 let kind = running[i].kind;
-                // Direct holds no proxy; the quiet and busy routers' memory is
+                // Direct holds no proxy (nor, to speak of, does floor); the quiet and busy routers' memory is
                 // the router's, busy HAProxy's is HAProxy's.
                 if matches!(
                     kind,
-                    Kind::Direct | Kind::SniRouterQuiet | Kind::SniRouterBusy | Kind::HaproxyBusy
+                    Kind::Direct | Kind::SniRouterQuiet | Kind::SniRouterBusy | Kind::HaproxyBusy | Kind::Floor
                 ) {
                     continue;
                 }

@@ -243,7 +243,7 @@ impl Report {
                 .copied()
                 // The peers, and for sni-router also the A/B build when there is one.
                 .filter(|l| {
-                    let peer = !l.starts_with("sni-router") && l.as_str() != "direct";
+                    let peer = !l.starts_with("sni-router") && l.as_str() != "direct" && l.as_str() != "floor";
                     peer || (me == "sni-router" && l.as_str() == "sni-router-b")
                 })
                 .collect();

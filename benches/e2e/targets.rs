@@ -12,6 +12,7 @@
 //! | `haproxy-busy` | `haproxy` with `busy-polling` (its own answer to sleeping vCPUs) | `nbthread 1` | the same |
 //! | `nginx` | `nginx -p DIR -c` | `worker_processes 1` | `stream`, `ssl_preread`, `map ... { hostnames; }` |
 //! | `sniproxy` | `sniproxy -f -c` | single-threaded | `table` of anchored regexes |
+//! | `floor` | this bench, `--floor-proxy` (`floor.rs`): the system calls a proxy cannot avoid | one thread | none: one backend |
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -51,11 +52,14 @@ pub enum Kind {
     Nginx,
     /// sniproxy (Debian 12: 0.6).
     Sniproxy,
+    /// The bench's own minimal proxy (`floor.rs`): what is left of a
+    /// proxy's cost once everything but its system calls is taken away.
+    Floor,
 }
 
 impl Kind {
     /// Every kind, in table order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Direct,
         Kind::SniRouter,
         Kind::SniRouterQuiet,
@@ -65,6 +69,7 @@ impl Kind {
         Kind::HaproxyBusy,
         Kind::Nginx,
         Kind::Sniproxy,
+        Kind::Floor,
     ];
 
     /// Name in tables, JSON and `BENCH_TARGETS`.
@@ -79,6 +84,7 @@ impl Kind {
             Kind::HaproxyBusy => "haproxy-busy",
             Kind::Nginx => "nginx",
             Kind::Sniproxy => "sniproxy",
+            Kind::Floor => "floor",
         }
     }
 
@@ -93,6 +99,11 @@ impl Kind {
             Kind::Haproxy | Kind::HaproxyBusy => Some(find_program("haproxy")),
             Kind::Nginx => Some(find_program("nginx")),
             Kind::Sniproxy => Some(find_program("sniproxy")),
+            Kind::Floor => Some(
+                std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
         }
     }
 
@@ -109,6 +120,9 @@ impl Kind {
         let Some(program) = self.program() else {
             return Ok("-".into());
         };
+        if self == Kind::Floor {
+            return Ok("benches/e2e/floor.rs".into());
+        }
         let flag = match self {
             Kind::Haproxy | Kind::HaproxyBusy => "-v",
             Kind::Nginx => "-v",
@@ -392,6 +406,7 @@ fn configure(
     let mut env = Vec::new();
     let args = match kind {
         Kind::Direct => Vec::new(),
+        Kind::Floor => vec!["--floor-proxy".into(), addr.to_string(), backend.to_string()],
         Kind::SniRouter | Kind::SniRouterQuiet | Kind::SniRouterBusy | Kind::SniRouterB => {
             let mut values = String::from(
                 "gateways:\n  external: {name: gw, namespace: envoy-gateway, className: eg}\nroutes:\n  tls:\n",
