@@ -275,6 +275,7 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
             for &i in &order {
                 let t = &running[i];
                 let _awake = t.awake();
+                let free_list = free_page_list(opts.proxy_cpu);
                 let cpu_before = t.cpu_ns();
                 let r = load::throughput(t.addr, hello.clone(), conns, opts.bytes, way, tput_cap).await;
                 let cpu = cpu_before.zip(t.cpu_ns()).map(|(before, after)| after - before);
@@ -294,9 +295,10 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
                 }
                 let mbps = r.verified as f64 / secs / 1e6;
                 eprintln!(
-                    "e2e:   {id:<20} {:<12} {mbps:>8.0} MB/s ({} bytes verified)",
+                    "e2e:   {id:<20} {:<12} {mbps:>8.0} MB/s ({} bytes verified; proxy CPU's free-page list before: {})",
                     t.label(),
-                    r.verified
+                    r.verified,
+                    free_list.map_or("?".into(), |n| format!("{n} pages"))
                 );
                 report.record(&id, "MB_per_s", &title, "MB/s", Better::Higher, &t.label(), round, mbps);
                 if let Some(ns) = cpu {
@@ -650,6 +652,21 @@ fn online_cpus() -> usize {
 }
 
 /// What the run was measured on, read before the bench pins itself.
+/// Pages on `cpu`'s free-page list (the per-CPU "pcp" cache of the Normal
+/// zone, `count:` in /proc/zoneinfo). Pages a proxy forwards with `splice`
+/// are allocated on the load CPU and freed on the proxy's; they wait in this
+/// list before the load CPU can reuse them, so the longer it is, the colder
+/// they come back (docs/benchmarks.md, "What the two throughput states
+/// are"). The kernel sizes it by itself, and it changes from run to run.
+fn free_page_list(cpu: usize) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/zoneinfo").ok()?;
+    let zone = text.split("\nNode ").find(|z| z.contains(", zone   Normal"))?;
+    let mut lines = zone.lines().skip_while(|l| l.trim() != format!("cpu: {cpu}"));
+    lines.next()?;
+    let count = lines.next()?.trim().strip_prefix("count:")?;
+    count.trim().parse().ok()
+}
+
 fn machine() -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
