@@ -30,6 +30,7 @@ COLORS = {
     "haproxy-busy": "#74c0fc",
     "nginx": "#2f9e44",
     "sniproxy": "#7048e8",
+    "floor": "#495057",
 }
 FALLBACK = ["#868e96", "#f59f00", "#d6336c", "#0ca678"]
 
