@@ -168,8 +168,8 @@ fn drive(
 
 /// `Ok(true)` once both directions have ended. Only the socket the event
 /// was about is read (a read that comes back short has drained it: the
-/// next byte brings a new edge), and a socket is written only when there
-/// is something to write, so no call comes back empty-handed.
+/// next byte brings a new edge), and a socket's writability matters only
+/// when bytes wait for it, so few calls come back empty-handed.
 fn step(
     poll: &Poll,
     conn: &mut Conn,
@@ -179,9 +179,9 @@ fn step(
     scratch: &mut [u8],
 ) -> io::Result<bool> {
     if conn.backend.is_none() {
-        if !read_record(&mut conn.client, &mut conn.hello)? {
+        let Some(drained) = read_record(&mut conn.client, &mut conn.hello)? else {
             return Ok(false);
-        }
+        };
         let mut stream = TcpStream::connect(backend)?;
         stream.set_nodelay(true)?;
         poll.registry().register(
@@ -193,22 +193,29 @@ fn step(
         conn.up.pending = std::mem::take(&mut conn.hello);
         write_some(&mut stream, &mut conn.up.pending)?;
         conn.backend = Some(stream);
-        if !ready.closed {
+        // The client's EOF came with its hello: that edge will not come again.
+        conn.up.closing |= ready.closed;
+        if drained && !conn.up.closing {
             return Ok(false);
         }
-        // The client's EOF came with its hello: that edge will not come again.
-        conn.up.closing = true;
+        // Bytes behind the hello (or its EOF) are waiting: read on now.
+        if let Some(backend) = conn.backend.as_mut() {
+            let last = conn.down.done;
+            pump(&mut conn.client, backend, &mut conn.up, scratch, last)?;
+        }
+        return Ok(conn.up.done && conn.down.done);
     }
     let Some(backend) = conn.backend.as_mut() else {
         return Ok(false);
     };
     let (client, up, down) = (&mut conn.client, &mut conn.up, &mut conn.down);
-    // Writable: what waited for this socket goes first, then its source is read on.
+    // Writable: what waited for this socket goes first, then its source is
+    // read on. Nothing waiting: its source was read until it ran dry.
     if ready.writable {
-        if ready.backend {
+        if ready.backend && !up.pending.is_empty() {
             let last = down.done;
             pump(client, backend, up, scratch, last)?;
-        } else {
+        } else if !ready.backend && !down.pending.is_empty() {
             let last = up.done;
             pump(backend, client, down, scratch, last)?;
         }
@@ -227,8 +234,11 @@ fn step(
     Ok(conn.up.done && conn.down.done)
 }
 
-/// Read until the first TLS record is complete: `Ok(true)` when it is.
-fn read_record(client: &mut TcpStream, into: &mut Vec<u8>) -> io::Result<bool> {
+/// Read until the first TLS record is complete: `Some(drained)` once it is,
+/// `drained` saying whether the last read emptied the socket (else bytes
+/// behind the record still wait, and their edge has been taken).
+fn read_record(client: &mut TcpStream, into: &mut Vec<u8>) -> io::Result<Option<bool>> {
+    let mut drained = false;
     loop {
         let want = if into.len() < RECORD_HEADER {
             RECORD_HEADER
@@ -236,13 +246,16 @@ fn read_record(client: &mut TcpStream, into: &mut Vec<u8>) -> io::Result<bool> {
             RECORD_HEADER + u16::from_be_bytes([into[3], into[4]]) as usize
         };
         if into.len() >= want && into.len() >= RECORD_HEADER {
-            return Ok(true);
+            return Ok(Some(drained));
         }
         let mut chunk = [0u8; 2048];
         match client.read(&mut chunk) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => into.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Ok(n) => {
+                into.extend_from_slice(&chunk[..n]);
+                drained = n < chunk.len();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
