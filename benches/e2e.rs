@@ -105,8 +105,8 @@ fn main() {
     // The `floor` target is this binary run again as a child process.
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--floor-proxy") {
-        let parsed = (args.get(2), args.get(3));
-        let (Some(Ok(listen)), Some(Ok(backend))) = (parsed.0.map(|a| a.parse()), parsed.1.map(|a| a.parse())) else {
+        let addr = |i: usize| args.get(i).and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+        let (Some(listen), Some(backend)) = (addr(2), addr(3)) else {
             eprintln!("e2e --floor-proxy LISTEN BACKEND: two socket addresses");
             std::process::exit(2);
         };
@@ -372,7 +372,7 @@ async fn run(opts: &Opts, mut meta: serde_json::Value) -> Result<(), String> {
         if opts.wants("idle") {
             for &i in &order {
                 let kind = running[i].kind;
-                // Direct holds no proxy (nor, to speak of, does floor); the quiet and busy routers' memory is
+                // Direct holds no proxy and floor is a yardstick, not a product; the quiet and busy routers' memory is
                 // the router's, busy HAProxy's is HAProxy's.
                 if matches!(
                     kind,
