@@ -7,11 +7,12 @@
 //! stderr is the order of the events.
 //!
 //! Nothing is dropped. A batch is written when it is `BATCH_BYTES` long or
-//! `FLUSH_AFTER` old, whichever comes first; past `MAX_PENDING` bytes (the
-//! reader has stalled) the logging thread writes them itself and waits for
-//! the reader, as it would without batching. Lines still gathered when the
-//! process is killed with SIGKILL are lost (at most `FLUSH_AFTER` of them);
-//! the binary calls [`LogOutput::flush`] before it exits.
+//! as old as the flush interval (`--log-flush-interval`), whichever comes
+//! first; past `MAX_PENDING` bytes (the reader has stalled) the logging
+//! thread writes them itself and waits for the reader, as it would without
+//! batching. Lines still gathered when the process is killed with SIGKILL
+//! are lost (at most one interval's worth); the binary calls
+//! [`LogOutput::flush`] before it exits.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -26,8 +27,6 @@ pub const ACCESS_TARGET: &str = "sni_router::access";
 
 /// Write a batch once this much is gathered.
 const BATCH_BYTES: usize = 64 * 1024;
-/// Write a batch at most this long after its first line.
-pub const FLUSH_AFTER: Duration = Duration::from_millis(20);
 /// Gathered bytes beyond which the logging thread writes them itself.
 const MAX_PENDING: usize = 4 * 1024 * 1024;
 
@@ -54,20 +53,15 @@ struct Pending {
     /// The flusher waits for a first line; the next one must wake it. Kept
     /// so that gathering a line costs no futex call while it is already up.
     flusher_waiting: bool,
-    /// A full batch: the flusher should not wait out `FLUSH_AFTER`.
+    /// A full batch: the flusher should not wait out the interval.
     full: bool,
     closed: bool,
 }
 
 impl LogOutput {
-    /// Batch lines for `out`; starts the flusher thread.
-    pub fn new(out: impl Write + Send + 'static) -> io::Result<Self> {
-        Self::with_interval(out, FLUSH_AFTER)
-    }
-
-    /// [`LogOutput::new`] with batches written at most `flush_after` after
-    /// their first line.
-    pub fn with_interval(out: impl Write + Send + 'static, flush_after: Duration) -> io::Result<Self> {
+    /// Batch lines for `out`, each batch written at most `flush_after`
+    /// after its first line; starts the flusher thread.
+    pub fn new(out: impl Write + Send + 'static, flush_after: Duration) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             flush_after,
             out: Mutex::new(Box::new(out)),
@@ -254,26 +248,32 @@ mod tests {
         output.write_line(text.as_bytes(), batched);
     }
 
+    /// Wait (up to 5 s) until `sink` holds at least `len` bytes; how long it took.
+    fn wait_for(sink: &Sink, len: usize) -> Duration {
+        let start = Instant::now();
+        while sink.text().len() < len && start.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        start.elapsed()
+    }
+
     #[test]
     fn access_lines_wait_for_a_batch_and_are_written_soon_after() {
         let sink = Sink::default();
-        let output = LogOutput::with_interval(sink.clone(), INTERVAL).unwrap();
+        let output = LogOutput::new(sink.clone(), INTERVAL).unwrap();
         line(&output, "a1\n", true);
         line(&output, "a2\n", true);
         assert_eq!(sink.text(), "", "gathered, not written per line");
-        let start = Instant::now();
-        while sink.text().is_empty() && start.elapsed() < Duration::from_secs(5) {
-            thread::sleep(Duration::from_millis(1));
-        }
+        let took = wait_for(&sink, 1);
         assert_eq!(sink.text(), "a1\na2\n");
         assert_eq!(sink.writes(), 1, "one write for the batch");
-        assert!(start.elapsed() < INTERVAL * 3, "took {:?}", start.elapsed());
+        assert!(took < INTERVAL * 3, "took {took:?}");
     }
 
     #[test]
     fn any_other_line_is_written_at_once_after_the_gathered_ones() {
         let sink = Sink::default();
-        let output = LogOutput::with_interval(sink.clone(), INTERVAL).unwrap();
+        let output = LogOutput::new(sink.clone(), INTERVAL).unwrap();
         line(&output, "a1\n", true);
         line(&output, "warn\n", false);
         assert_eq!(sink.text(), "a1\nwarn\n");
@@ -285,7 +285,7 @@ mod tests {
     #[test]
     fn a_full_batch_is_written_without_waiting_out_the_interval() {
         let sink = Sink::default();
-        let output = LogOutput::with_interval(sink.clone(), INTERVAL).unwrap();
+        let output = LogOutput::new(sink.clone(), INTERVAL).unwrap();
         // Park the flusher in its timed wait, then fill a batch.
         line(&output, "first\n", true);
         thread::sleep(Duration::from_millis(2));
@@ -293,15 +293,8 @@ mod tests {
         for _ in 0..BATCH_BYTES / big.len() + 1 {
             line(&output, &big, true);
         }
-        let start = Instant::now();
-        while sink.text().len() < BATCH_BYTES && start.elapsed() < Duration::from_secs(5) {
-            thread::yield_now();
-        }
-        assert!(
-            start.elapsed() < INTERVAL / 2,
-            "waited {:?} for a full batch",
-            start.elapsed()
-        );
+        let took = wait_for(&sink, BATCH_BYTES);
+        assert!(took < INTERVAL / 2, "waited {took:?} for a full batch");
         assert!(sink.text().starts_with("first\n"));
     }
 
@@ -325,7 +318,7 @@ mod tests {
         }
         let written = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        let output = LogOutput::with_interval(Stalled(written.clone(), gate.clone()), INTERVAL).unwrap();
+        let output = LogOutput::new(Stalled(written.clone(), gate.clone()), INTERVAL).unwrap();
         let chunk = "y".repeat(4095) + "\n";
         let lines = MAX_PENDING / chunk.len() * 2;
         let writer = {
@@ -352,7 +345,7 @@ mod tests {
     #[test]
     fn only_info_access_events_are_batched() {
         let sink = Sink::default();
-        let output = LogOutput::with_interval(sink.clone(), INTERVAL).unwrap();
+        let output = LogOutput::new(sink.clone(), INTERVAL).unwrap();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
             .with_writer(output.clone())

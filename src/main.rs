@@ -129,7 +129,7 @@ fn init_tracing(format: LogFormat, flush_interval: Duration) -> Option<LogOutput
     let log = if flush_interval.is_zero() {
         None
     } else {
-        LogOutput::with_interval(std::io::stderr(), flush_interval).ok()
+        LogOutput::new(std::io::stderr(), flush_interval).ok()
     };
     let writer = match &log {
         Some(log) => BoxMakeWriter::new(log.clone()),
